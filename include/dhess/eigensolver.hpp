@@ -1,0 +1,51 @@
+#pragma once
+// Eigensolver backends over a BlockCyclicMatrix: ScaLAPACK pdsyevd (all
+// eigenpairs), pdsyevr (values only, index ranges) and ELPA (2-stage).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dhess/block_cyclic.hpp"
+
+namespace dhess {
+
+struct EigenRequest {
+  enum class Kind { none, values, all, top, bottom };
+  Kind kind = Kind::values;
+  int64_t k = 0;  // for top/bottom
+  bool wants_vectors() const { return kind == Kind::all || kind == Kind::top || kind == Kind::bottom; }
+  // Number of eigenvalues this request returns for an n×n matrix.
+  int64_t count(int64_t n) const;
+  std::string text() const;
+};
+// "values", "all", "top:K", "bottom:K", "none"; throws UsageError otherwise.
+EigenRequest parse_eigen_request(const std::string& text);
+// Throws UsageError when K is outside [1, n].
+void check_eigen_request(const EigenRequest& request, int64_t n);
+
+enum class Solver { automatic, pdsyevd, pdsyevr, elpa };
+Solver parse_solver(const std::string& text);
+bool elpa_available();
+// The backend `automatic` resolves to for this request, grid and block size.
+Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
+const char* solver_name(Solver solver);
+// Block size ELPA accepts for n on a pr×pc grid (a power of two, one block per process row/column).
+bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
+
+template <typename T>
+struct Spectrum {
+  std::vector<double> values;                      // ascending
+  std::unique_ptr<BlockCyclicMatrix<T>> vectors;   // column i belongs to values[i]; first values.size() columns
+  std::string routine;                             // e.g. "pdsyevd"
+};
+
+// Eigendecomposition of `h` (overwritten). `h` must have square blocks.
+template <typename T>
+Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver);
+
+// Workspace bytes per rank the solver will ask for (for pre-flight planning).
+std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                                   int grid_cols, std::size_t element_bytes);
+
+}  // namespace dhess

@@ -1,0 +1,43 @@
+#pragma once
+// ParameterLayout: where each parameter tensor lives in the flattened vector
+// that indexes the rows and columns of the Hessian.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace dhess {
+
+struct ParameterInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;  // first row/column of this parameter in H
+  int64_t size = 0;    // number of elements (product of shape)
+};
+
+class ParameterLayout {
+ public:
+  ParameterLayout() = default;
+  // Appends a parameter after the existing ones.
+  void add(std::string name, std::vector<int64_t> shape);
+
+  int64_t n() const { return n_; }
+  const std::vector<ParameterInfo>& parameters() const { return params_; }
+  // Index of the parameter that owns flattened index j.
+  std::size_t owner_of(int64_t j) const;
+  // Index of the parameter called `name`; throws if absent.
+  std::size_t index_of(const std::string& name) const;
+
+  nlohmann::json to_json() const;
+  // Human-readable table (name, shape, offset, size).
+  std::string table() const;
+
+ private:
+  std::vector<ParameterInfo> params_;
+  int64_t n_ = 0;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape);
+
+}  // namespace dhess

@@ -1,0 +1,39 @@
+#pragma once
+// The dhess commands as functions of their options: what main() runs after
+// parsing the command line, and what the end-to-end tests call.
+#include <mpi.h>
+
+#include <string>
+
+#include "dhess/problem.hpp"
+
+namespace dhess {
+
+struct RunOptions {
+  ProblemSpec problem;
+  std::string device = "auto";  // cpu | cuda | auto
+  int threads = 0;              // per rank; 0 = automatic
+  std::string out = "dhess-out";
+  bool force = false;
+  bool save_hessian = false;
+  std::string eigen = "values";
+  std::string solver = "auto";
+  std::string grid;         // "RxC"; empty = near-square
+  int block = 0;            // 0 = automatic
+  int64_t panel = 0;        // HVP columns per pass; 0 = automatic
+  std::string hvp_mode = "auto";  // auto | batched | one_column
+  std::string checkpoint;   // directory; empty = none
+  bool resume = false;
+  double mem_per_rank = 0;  // bytes; 0 = read from the node
+  bool quiet = false;
+  std::string command_line;
+};
+
+// Dense pipeline: Hessian columns → block-cyclic H → eigensolver → files.
+void run_dense(const RunOptions& options, MPI_Comm comm);
+// Prints the parameter layout and writes layout.json into --out.
+void run_layout(const RunOptions& options, MPI_Comm comm);
+// Writes a built-in model and its data as files Python can load.
+void run_export(const RunOptions& options, const std::string& model_path, const std::string& data_path, MPI_Comm comm);
+
+}  // namespace dhess

@@ -1,0 +1,78 @@
+#pragma once
+// Problem: a model, its data and a loss, with the parameters the Hessian is
+// taken over. The torch objects stay behind a pointer so that this header can
+// be included without torch.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dhess/layout.hpp"
+
+namespace dhess {
+
+enum class Dtype { float64, float32 };
+Dtype parse_dtype(const std::string& name);
+const char* dtype_name(Dtype dtype);
+std::size_t dtype_bytes(Dtype dtype);
+
+struct ProblemSpec {
+  std::string model;         // TorchScript file, or builtin:NAME[:SIZE]
+  std::string data;          // torch.save file; empty for builtins or --loss none
+  std::string loss;          // cross_entropy|mse|nll|bce_with_logits|none; empty = builtin's own
+  std::string params_regex;  // keep parameters whose name matches (std::regex_search)
+  int64_t batch_size = 0;    // micro-batch size; 0 = the whole data set at once
+  bool train_mode = false;
+  Dtype dtype = Dtype::float64;
+  std::string device = "cpu";  // a torch device string such as "cpu" or "cuda:1"
+};
+
+// What one gradient pass over the whole data set found.
+struct ProblemCheck {
+  double loss = 0;
+  double gradient_norm = 0;
+  std::vector<std::string> unused_parameters;  // the loss does not depend on them
+};
+
+class HvpEngine;
+
+class Problem {
+ public:
+  // Loads and validates model and data; throws InputError/UsageError naming the
+  // file, parameter or shape that is wrong.
+  explicit Problem(const ProblemSpec& spec);
+  ~Problem();
+  Problem(Problem&&) noexcept;
+  Problem& operator=(Problem&&) noexcept;
+
+  const ProblemSpec& spec() const;
+  const ParameterLayout& layout() const;
+  int64_t num_samples() const;
+  int64_t num_micro_batches() const;
+  std::string loss_name() const;
+  // One line saying what the model is ("builtin convnet: Conv2d(1,32,3,1,1) -> ...").
+  std::string description() const;
+
+  // Keeps only the micro-batches of shard `rank` of `size` (data parallelism);
+  // weights stay those of the whole data set, so the shards' Hessians sum to H.
+  void keep_shard(int rank, int size);
+
+  // One forward/backward pass over all data: loss, gradient, unused parameters;
+  // throws on shapes the model rejects, a non-scalar or non-finite loss.
+  ProblemCheck check();
+
+  // Writes the model (TorchScript) and data (torch.save format) to files that
+  // Python's torch.jit.load / torch.load read: how builtins are reproduced.
+  void export_to(const std::string& model_path, const std::string& data_path) const;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Names and descriptions of the built-in models, for --help and errors.
+std::vector<std::string> builtin_model_names();
+
+}  // namespace dhess

@@ -1,0 +1,42 @@
+#pragma once
+// The extern "C" BLACS/ScaLAPACK prototypes dhess calls, and nothing else.
+// Only process_grid.cpp, block_cyclic.cpp and eigensolver.cpp include this.
+#include <mpi.h>
+
+extern "C" {
+int Csys2blacs_handle(MPI_Comm comm);
+void Cfree_blacs_system_handle(int handle);
+void Cblacs_gridinit(int* context, const char* order, int nprow, int npcol);
+void Cblacs_gridinfo(int context, int* nprow, int* npcol, int* myrow, int* mycol);
+void Cblacs_gridexit(int context);
+
+int numroc_(const int* n, const int* nb, const int* iproc, const int* isrcproc, const int* nprocs);
+void descinit_(int* desc, const int* m, const int* n, const int* mb, const int* nb, const int* irsrc,
+               const int* icsrc, const int* ictxt, const int* lld, int* info);
+
+void pdgemr2d_(const int* m, const int* n, const double* a, const int* ia, const int* ja, const int* desca,
+               double* b, const int* ib, const int* jb, const int* descb, const int* ictxt);
+void psgemr2d_(const int* m, const int* n, const float* a, const int* ia, const int* ja, const int* desca,
+               float* b, const int* ib, const int* jb, const int* descb, const int* ictxt);
+
+void pdtran_(const int* m, const int* n, const double* alpha, const double* a, const int* ia, const int* ja,
+             const int* desca, const double* beta, double* c, const int* ic, const int* jc, const int* descc);
+void pstran_(const int* m, const int* n, const float* alpha, const float* a, const int* ia, const int* ja,
+             const int* desca, const float* beta, float* c, const int* ic, const int* jc, const int* descc);
+
+void pdsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* ia, const int* ja,
+              const int* desca, double* w, double* z, const int* iz, const int* jz, const int* descz,
+              double* work, const int* lwork, int* iwork, const int* liwork, int* info);
+void pssyevd_(const char* jobz, const char* uplo, const int* n, float* a, const int* ia, const int* ja,
+              const int* desca, float* w, float* z, const int* iz, const int* jz, const int* descz, float* work,
+              const int* lwork, int* iwork, const int* liwork, int* info);
+
+void pdsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a, const int* ia,
+              const int* ja, const int* desca, const double* vl, const double* vu, const int* il, const int* iu,
+              int* m, int* nz, double* w, double* z, const int* iz, const int* jz, const int* descz,
+              double* work, const int* lwork, int* iwork, const int* liwork, int* info);
+void pssyevr_(const char* jobz, const char* range, const char* uplo, const int* n, float* a, const int* ia,
+              const int* ja, const int* desca, const float* vl, const float* vu, const int* il, const int* iu,
+              int* m, int* nz, float* w, float* z, const int* iz, const int* jz, const int* descz, float* work,
+              const int* lwork, int* iwork, const int* liwork, int* info);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages dhess builds, tests and benchmarks with.
+# Idempotent: does nothing (and needs no network) when everything is already there.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libtorch-dev python3-torch
+  libopenmpi-dev openmpi-bin
+  libscalapack-openmpi-dev libopenblas-dev liblapack-dev
+  libhdf5-openmpi-dev
+  libgtest-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  libelpa-dev
+  python3-numpy python3-h5py python3-matplotlib
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "dhess: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

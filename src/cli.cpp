@@ -1,0 +1,107 @@
+#include "dhess/cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "dhess/collective.hpp"
+#include "dhess/errors.hpp"
+#include "dhess/pipeline.hpp"
+
+namespace dhess {
+namespace {
+
+std::string join_args(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
+
+void add_problem_options(CLI::App& app, RunOptions& o, std::string& dtype) {
+  app.add_option("--model", o.problem.model,
+                 "TorchScript file (torch.jit.script(m).save(path)) or builtin:convnet[:HW], builtin:mlp");
+  app.add_option("--data", o.problem.data, "torch.save file with (inputs, targets) or {'inputs':..., 'targets':...}");
+  app.add_option("--loss", o.problem.loss, "cross_entropy | mse | nll | bce_with_logits | none (forward returns the loss)");
+  app.add_option("--params", o.problem.params_regex, "keep only parameters whose name matches this regex");
+  app.add_option("--batch-size", o.problem.batch_size, "micro-batch size (H is always that of the mean loss over all data)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--train-mode", o.problem.train_mode, "run the model in train mode (default: eval)");
+  app.add_option("--dtype", dtype, "float64 (default) | float32");
+  app.add_option("--device", o.device, "cpu | cuda | auto (default): one GPU per rank when there are GPUs");
+  app.add_option("--threads", o.threads, "compute threads per rank (default: SLURM_CPUS_PER_TASK, else cores/ranks)")
+      ->check(CLI::PositiveNumber);
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv, MPI_Comm comm) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  RunOptions o;
+  o.command_line = join_args(argc, argv);
+  std::string dtype = "float64";
+  std::string model_out = "model.pt", data_out = "data.pt";
+
+  CLI::App app{"dhess: the full Hessian of a network's loss on many MPI ranks, and its eigendecomposition"};
+  app.set_version_flag("--version", "dhess 0.1.0");
+  add_problem_options(app, o, dtype);
+  app.add_option("--out", o.out, "output directory (default: dhess-out)");
+  app.add_flag("--force", o.force, "replace an existing result in --out");
+  app.add_flag("--save-hessian", o.save_hessian, "also write hessian.h5 (n x n)");
+  app.add_option("--eigen", o.eigen, "values (default) | all | top:K | bottom:K | none");
+  app.add_option("--solver", o.solver, "auto (default) | pdsyevd | pdsyevr | elpa");
+  app.add_option("--grid", o.grid, "process grid RxC (default: near-square)");
+  app.add_option("--block", o.block, "block size of the block-cyclic matrix (default: 64)")->check(CLI::PositiveNumber);
+  app.add_option("--panel", o.panel, "Hessian columns per HVP pass (default: automatic)")->check(CLI::PositiveNumber);
+  app.add_option("--hvp-mode", o.hvp_mode, "auto (default) | batched | one_column");
+  app.add_option("--checkpoint", o.checkpoint, "directory for finished column panels");
+  app.add_flag("--resume", o.resume, "continue from --checkpoint");
+  app.add_option("--mem-per-rank", o.mem_per_rank, "memory per rank in bytes (default: read from the node)");
+  app.add_flag("-q,--quiet", o.quiet, "print only errors");
+
+  auto* layout = app.add_subcommand("layout", "print the parameter layout and write layout.json");
+  auto* exporter = app.add_subcommand("export", "write a built-in model and its data as model.pt / data.pt");
+  exporter->add_option("--model-out", model_out, "TorchScript file to write")->required();
+  exporter->add_option("--data-out", data_out, "torch.save file to write")->required();
+  for (auto* sub : {layout, exporter}) sub->fallthrough();
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (rank != 0) return e.get_exit_code() == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    int code = app.exit(e);
+    return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
+
+  try {
+    run_collectively(comm, [&] { o.problem.dtype = parse_dtype(dtype); });
+    if (*layout)
+      run_layout(o, comm);
+    else if (*exporter)
+      run_export(o, model_out, data_out, comm);
+    else
+      run_dense(o, comm);
+    return 0;
+  } catch (const Error& e) {
+    if (e.agreed()) {
+      if (rank == 0) std::fprintf(stderr, "dhess: error: %s\n", e.what());
+      return static_cast<int>(e.code());
+    }
+    std::fprintf(stderr, "dhess: error on rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    MPI_Abort(comm, static_cast<int>(e.code()));
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "dhess: error on rank %d: out of memory\n", rank);
+    std::fflush(stderr);
+    MPI_Abort(comm, static_cast<int>(ExitCode::resource));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dhess: internal error on rank %d: %s\n", rank, first_line(e.what()).c_str());
+    std::fflush(stderr);
+    MPI_Abort(comm, static_cast<int>(ExitCode::internal));
+  }
+  return static_cast<int>(ExitCode::internal);
+}
+
+}  // namespace dhess

@@ -1,0 +1,245 @@
+#include "dhess/eigensolver.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+
+#include "dhess/errors.hpp"
+#include "dhess/scalapack.hpp"
+
+namespace dhess {
+
+int64_t EigenRequest::count(int64_t n) const {
+  switch (kind) {
+    case Kind::none: return 0;
+    case Kind::values:
+    case Kind::all: return n;
+    case Kind::top:
+    case Kind::bottom: return std::min(k, n);
+  }
+  return 0;
+}
+
+std::string EigenRequest::text() const {
+  switch (kind) {
+    case Kind::none: return "none";
+    case Kind::values: return "values";
+    case Kind::all: return "all";
+    case Kind::top: return "top:" + std::to_string(k);
+    case Kind::bottom: return "bottom:" + std::to_string(k);
+  }
+  return "?";
+}
+
+EigenRequest parse_eigen_request(const std::string& text) {
+  EigenRequest r;
+  std::smatch m;
+  static const std::regex range(R"((top|bottom):(\d{1,12}))");
+  if (text == "none") r.kind = EigenRequest::Kind::none;
+  else if (text == "values") r.kind = EigenRequest::Kind::values;
+  else if (text == "all") r.kind = EigenRequest::Kind::all;
+  else if (std::regex_match(text, m, range)) {
+    r.kind = m[1] == "top" ? EigenRequest::Kind::top : EigenRequest::Kind::bottom;
+    r.k = std::stoll(m[2]);
+    if (r.k < 1) throw UsageError("--eigen " + text + ": K must be at least 1");
+  } else {
+    throw UsageError("--eigen '" + text + "' is not one of values, all, top:K, bottom:K, none");
+  }
+  return r;
+}
+
+void check_eigen_request(const EigenRequest& request, int64_t n) {
+  if ((request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom) && request.k > n)
+    throw UsageError("--eigen " + request.text() + " asks for " + std::to_string(request.k) +
+                     " eigenpairs but the Hessian has n = " + std::to_string(n));
+}
+
+Solver parse_solver(const std::string& text) {
+  if (text == "auto") return Solver::automatic;
+  if (text == "pdsyevd") return Solver::pdsyevd;
+  if (text == "pdsyevr") return Solver::pdsyevr;
+  if (text == "elpa") {
+    if (!elpa_available()) throw UsageError("--solver elpa: this dhess was built without ELPA");
+    return Solver::elpa;
+  }
+  throw UsageError("--solver '" + text + "' is not one of auto, pdsyevd, pdsyevr, elpa");
+}
+
+const char* solver_name(Solver solver) {
+  switch (solver) {
+    case Solver::automatic: return "auto";
+    case Solver::pdsyevd: return "pdsyevd";
+    case Solver::pdsyevr: return "pdsyevr";
+    case Solver::elpa: return "elpa";
+  }
+  return "?";
+}
+
+bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n) {
+  bool power_of_two = block > 0 && (block & (block - 1)) == 0;
+  return power_of_two && static_cast<int64_t>(block) * std::max(grid_rows, grid_cols) <= n;
+}
+
+Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
+  if (wanted != Solver::automatic) return wanted;
+  if (request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::top ||
+      request.kind == EigenRequest::Kind::bottom)
+    return Solver::pdsyevr;
+  // All eigenpairs: ELPA's 2-stage solver is the faster one where it applies (bench/RESULTS.md).
+  if (elpa_available() && elpa_accepts(block, grid_rows, grid_cols, n)) return Solver::elpa;
+  return Solver::pdsyevd;
+}
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Workspace sizes from ScaLAPACK's query are sometimes too small (LAPACK
+// Working Note 176); rounding up costs little and avoids info = -(argument) failures.
+int round_up(double query, int64_t floor_value) {
+  double v = std::max<double>(query * 1.1 + 1024, static_cast<double>(floor_value));
+  if (v > 2147483647.0) throw ResourceError("eigensolver workspace exceeds 2^31 elements; use more ranks");
+  return static_cast<int>(v);
+}
+
+void check_info(int info, const char* routine) {
+  if (info == 0) return;
+  if (info < 0)
+    throw InternalError(std::string(routine) + " rejected argument " + std::to_string(-info) +
+                        " (info = " + std::to_string(info) + ")");
+  throw InternalError(std::string(routine) + " failed to converge (info = " + std::to_string(info) + ")");
+}
+
+template <typename T>
+void syevd(const char* jobz, int n, T* a, const int* desca, T* w, T* z, const int* descz, T* work, int lwork,
+           int* iwork, int liwork, int* info) {
+  int one = 1;
+  if constexpr (std::is_same_v<T, double>)
+    pdsyevd_(jobz, "L", &n, a, &one, &one, desca, w, z, &one, &one, descz, work, &lwork, iwork, &liwork, info);
+  else
+    pssyevd_(jobz, "L", &n, a, &one, &one, desca, w, z, &one, &one, descz, work, &lwork, iwork, &liwork, info);
+}
+
+template <typename T>
+void syevr(const char* jobz, const char* range, int n, T* a, const int* desca, int il, int iu, int* m, int* nz, T* w,
+           T* z, const int* descz, T* work, int lwork, int* iwork, int liwork, int* info) {
+  int one = 1;
+  T zero = 0;
+  if constexpr (std::is_same_v<T, double>)
+    pdsyevr_(jobz, range, "L", &n, a, &one, &one, desca, &zero, &zero, &il, &iu, m, nz, w, z, &one, &one, descz, work,
+             &lwork, iwork, &liwork, info);
+  else
+    pssyevr_(jobz, range, "L", &n, a, &one, &one, desca, &zero, &zero, &il, &iu, m, nz, w, z, &one, &one, descz, work,
+             &lwork, iwork, &liwork, info);
+}
+
+template <typename T>
+Spectrum<T> run_pdsyevd(const ProcessGrid& grid, BlockCyclicMatrix<T>& h) {
+  const int n = static_cast<int>(h.rows());
+  Spectrum<T> s;
+  s.routine = std::is_same_v<T, double> ? "pdsyevd" : "pssyevd";
+  s.vectors = std::make_unique<BlockCyclicMatrix<T>>(grid, h.rows(), h.cols(), h.row_block(), h.col_block());
+  std::vector<T> w(n);
+  T query = 0;
+  int iquery = 0, info = 0;
+  syevd<T>("V", n, h.data(), h.desc(), w.data(), s.vectors->data(), s.vectors->desc(), &query, -1, &iquery, -1, &info);
+  check_info(info, s.routine.c_str());
+  int lwork = round_up(query, 0);
+  int liwork = round_up(iquery, 7 * static_cast<int64_t>(n) + 8 * grid.cols() + 2);
+  std::vector<T> work(lwork);
+  std::vector<int> iwork(liwork);
+  syevd<T>("V", n, h.data(), h.desc(), w.data(), s.vectors->data(), s.vectors->desc(), work.data(), lwork,
+           iwork.data(), liwork, &info);
+  check_info(info, s.routine.c_str());
+  s.values.assign(w.begin(), w.end());
+  return s;
+}
+
+template <typename T>
+Spectrum<T> run_pdsyevr(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request) {
+  const int n = static_cast<int>(h.rows());
+  Spectrum<T> s;
+  s.routine = std::is_same_v<T, double> ? "pdsyevr" : "pssyevr";
+  const bool vectors = request.wants_vectors();
+  const char* jobz = vectors ? "V" : "N";
+  const char* range = "A";
+  int il = 1, iu = n;
+  if (request.kind == EigenRequest::Kind::top) range = "I", il = n - static_cast<int>(request.k) + 1;
+  if (request.kind == EigenRequest::Kind::bottom) range = "I", iu = static_cast<int>(request.k);
+  // pdsyevr checks Z as a global n×n matrix even when only some columns are computed.
+  if (vectors) s.vectors = std::make_unique<BlockCyclicMatrix<T>>(grid, h.rows(), h.cols(), h.row_block(), h.col_block());
+  T* z = vectors ? s.vectors->data() : nullptr;
+  const int* descz = vectors ? s.vectors->desc() : h.desc();
+  std::vector<T> w(n);
+  T query = 0;
+  int iquery = 0, info = 0, m = 0, nz = 0;
+  syevr<T>(jobz, range, n, h.data(), h.desc(), il, iu, &m, &nz, w.data(), z, descz, &query, -1, &iquery, -1, &info);
+  check_info(info, s.routine.c_str());
+  int lwork = round_up(query, 0);
+  int liwork = round_up(iquery, 0);
+  std::vector<T> work(lwork);
+  std::vector<int> iwork(liwork);
+  syevr<T>(jobz, range, n, h.data(), h.desc(), il, iu, &m, &nz, w.data(), z, descz, work.data(), lwork, iwork.data(),
+           liwork, &info);
+  check_info(info, s.routine.c_str());
+  if (m != iu - il + 1)
+    throw InternalError(s.routine + " returned " + std::to_string(m) + " eigenvalues, expected " +
+                        std::to_string(iu - il + 1));
+  s.values.assign(w.begin(), w.begin() + m);
+  return s;
+}
+
+}  // namespace
+
+#ifndef DHESS_WITH_ELPA
+bool elpa_available() { return false; }
+template <typename T>
+Spectrum<T> run_elpa(const ProcessGrid&, BlockCyclicMatrix<T>&, const EigenRequest&) {
+  throw UsageError("--solver elpa: this dhess was built without ELPA");
+}
+#else
+template <typename T>
+Spectrum<T> run_elpa(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request);
+#endif
+
+template <typename T>
+Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver) {
+  if (h.row_block() != h.col_block()) throw InternalError("the eigensolvers need square blocks");
+  if (request.kind == EigenRequest::Kind::none) return {};
+  check_eigen_request(request, h.rows());
+  Solver chosen = choose_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
+  switch (chosen) {
+    case Solver::elpa: return run_elpa(grid, h, request);
+    case Solver::pdsyevd:
+      if (request.kind == EigenRequest::Kind::all) return run_pdsyevd(grid, h);
+      // pdsyevd has no values-only mode and no index range: those go to pdsyevr.
+      return run_pdsyevr(grid, h, request);
+    default: return run_pdsyevr(grid, h, request);
+  }
+}
+
+std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                                   int grid_cols, std::size_t element_bytes) {
+  if (request.kind == EigenRequest::Kind::none) return 0;
+  Solver chosen = choose_solver(solver, request, block, grid_rows, grid_cols, n);
+  const int64_t np = ceil_div(ceil_div(n, block), grid_rows) * block;
+  const int64_t nq = ceil_div(ceil_div(n, block), grid_cols) * block;
+  const int64_t share = np * nq;
+  int64_t elements = 0;
+  if (chosen == Solver::elpa) {
+    elements = 2 * share + 8 * n;
+  } else if (chosen == Solver::pdsyevd && request.kind == EigenRequest::Kind::all) {
+    elements = 1 + 6 * n + 2 * share + 2 * n;
+  } else if (request.wants_vectors()) {
+    elements = 2 + 5 * n + std::max<int64_t>(18 * n, share + 2 * block * block) +
+               (2 + ceil_div(request.count(n), static_cast<int64_t>(grid_rows) * grid_cols)) * n;
+  } else {
+    elements = 2 + 5 * n + std::max<int64_t>(12 * n, block * (np + 1));
+  }
+  return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(12 * n) * sizeof(int);
+}
+
+template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver);
+template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver);
+
+}  // namespace dhess

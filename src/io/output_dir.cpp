@@ -1,0 +1,73 @@
+#include "dhess/io/output_dir.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "dhess/collective.hpp"
+#include "dhess/errors.hpp"
+
+namespace dhess {
+namespace fs = std::filesystem;
+
+const std::vector<std::string>& OutputDir::result_names() {
+  static const std::vector<std::string> names = {
+      "summary.json",   "eigenvalues.npy",        "eigenvectors.h5", "hessian.h5",  "layout.json",
+      "eigenvector_shares.npy", "spectrum.png", "density.csv",     "diagonal.npy", "diagonal.json",
+      "trace.json"};
+  return names;
+}
+
+OutputDir::OutputDir(const std::string& path, bool force, MPI_Comm comm) : path_(path), force_(force), comm_(comm) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  run_collectively(comm, [&] {
+    if (rank != 0) return;
+    if (path.empty()) throw UsageError("--out must name a directory");
+    std::error_code ec;
+    if (fs::exists(path, ec) && !fs::is_directory(path, ec))
+      throw UsageError("--out '" + path + "' exists and is not a directory");
+    if (!force) {
+      for (const auto& name : result_names())
+        if (fs::exists(fs::path(path) / name, ec))
+          throw UsageError("--out '" + path + "' already holds a result (" + name +
+                           "); pass --force to replace it or choose another directory");
+    }
+    fs::create_directories(path, ec);
+    if (ec) throw ResourceError("cannot create output directory '" + path + "': " + ec.message());
+    const auto probe = fs::path(path) / ".dhess-write-test";
+    {
+      std::ofstream out(probe);
+      out << "probe";
+      out.flush();
+      if (!out) throw ResourceError("output directory '" + path + "' is not writable");
+    }
+    fs::remove(probe, ec);
+  });
+}
+
+std::string OutputDir::staged(const std::string& name) const { return (fs::path(path_) / (name + ".partial")).string(); }
+
+std::string OutputDir::final_path(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+void OutputDir::commit(const std::vector<std::string>& names) {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  run_collectively(comm_, [&] {
+    if (rank != 0) return;
+    std::error_code ec;
+    if (force_)  // files of an earlier result that this run does not replace must not look like part of it
+      for (const auto& name : result_names()) fs::remove(final_path(name), ec);
+    std::vector<std::string> ordered;
+    for (const auto& n : names)
+      if (n != "summary.json") ordered.push_back(n);
+    for (const auto& n : names)
+      if (n == "summary.json") ordered.push_back(n);
+    for (const auto& n : ordered) {
+      fs::rename(staged(n), final_path(n), ec);
+      if (ec) throw ResourceError("cannot move '" + staged(n) + "' into place: " + ec.message());
+    }
+  });
+}
+
+}  // namespace dhess

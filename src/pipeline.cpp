@@ -1,0 +1,471 @@
+#include "dhess/pipeline.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "dhess/assembler.hpp"
+#include "dhess/collective.hpp"
+#include "dhess/eigensolver.hpp"
+#include "dhess/errors.hpp"
+#include "dhess/hvp.hpp"
+#include "dhess/io/hdf5_matrix.hpp"
+#include "dhess/io/npy.hpp"
+#include "dhess/io/output_dir.hpp"
+#include "dhess/memory.hpp"
+#include "dhess/process_grid.hpp"
+#include "dhess/runtime.hpp"
+#include "dhess/summary.hpp"
+
+namespace dhess {
+namespace {
+
+using json = nlohmann::json;
+
+struct Rank {
+  MPI_Comm comm;
+  int rank = 0, size = 1;
+  explicit Rank(MPI_Comm c) : comm(c) {
+    MPI_Comm_rank(c, &rank);
+    MPI_Comm_size(c, &size);
+  }
+  bool root() const { return rank == 0; }
+};
+
+void say(const Rank& r, const RunOptions& o, const std::string& text) {
+  if (!r.root() || o.quiet) return;
+  std::fputs(text.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+void warn(const Rank& r, const std::string& text) {
+  if (!r.root()) return;
+  std::fprintf(stderr, "dhess: warning: %s\n", text.c_str());
+}
+
+EnvLookup process_env() {
+  return [](const char* name) { return std::getenv(name); };
+}
+
+// Everything about a loaded problem that the commands share.
+struct Loaded {
+  std::unique_ptr<Problem> problem;
+  ProblemCheck check;
+  std::string device;
+  int threads = 1;
+};
+
+Loaded load(const RunOptions& o, const Rank& r) {
+  Loaded l;
+  NodePlacement place = node_placement(r.comm, process_env());
+  l.threads = threads_per_rank(o.threads, process_env(), cores_available(), place.local_size);
+  run_collectively(r.comm, [&] {
+    set_compute_threads(l.threads);
+    l.device = resolve_device(o.device, place.local_rank);
+    ProblemSpec spec = o.problem;
+    spec.device = l.device;
+    l.problem = std::make_unique<Problem>(spec);
+  });
+  run_collectively(r.comm, [&] { l.check = l.problem->check(); });
+  for (const auto& name : l.check.unused_parameters)
+    warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
+  return l;
+}
+
+int choose_block(int requested, int64_t n, int rows, int cols) {
+  if (requested < 0) throw UsageError("--block must be positive");
+  if (requested > 0) {
+    if (requested > n)
+      throw UsageError("--block " + std::to_string(requested) + " is larger than n = " + std::to_string(n));
+    return requested;
+  }
+  // 64 keeps ScaLAPACK's level-3 kernels efficient; smaller only when each
+  // process row/column would otherwise get no block.
+  int b = 64;
+  while (b > 1 && static_cast<int64_t>(b) * std::max(rows, cols) > n) b /= 2;
+  return b;
+}
+
+struct MemoryPlan {
+  double h = 0, z = 0, workspace = 0, panel = 0, total = 0, available = 0;
+  json to_json() const {
+    return {{"hessian_share", h}, {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
+            {"total", total},     {"available", available}};
+  }
+};
+
+MemoryPlan plan_memory(const RunOptions& o, int64_t n, int block, int rows, int cols, const EigenRequest& request,
+                       Solver solver, std::size_t elem, int64_t panel, int local_size) {
+  MemoryPlan m;
+  auto local = [&](int procs) {
+    int64_t blocks = (n + block - 1) / block;
+    return static_cast<double>((blocks + procs - 1) / procs) * block;
+  };
+  m.h = local(rows) * local(cols) * static_cast<double>(elem);
+  m.z = request.wants_vectors() ? m.h : 0;
+  m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, elem));
+  // The panel, its products and the backward temporaries (see HvpEngine).
+  m.panel = 4.0 * static_cast<double>(n) * static_cast<double>(panel) * static_cast<double>(elem);
+  m.total = m.h + m.z + m.workspace + m.panel;
+  m.available = o.mem_per_rank > 0 ? o.mem_per_rank
+                                   : static_cast<double>(available_memory_bytes()) / std::max(1, local_size);
+  return m;
+}
+
+std::vector<double> gather_doubles(const Rank& r, double mine) {
+  std::vector<double> all(r.size);
+  check_mpi(MPI_Allgather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, r.comm), "MPI_Allgather");
+  return all;
+}
+
+std::vector<std::string> gather_strings(const Rank& r, const std::string& mine) {
+  char buf[64] = {0};
+  std::strncpy(buf, mine.c_str(), sizeof buf - 1);
+  std::vector<char> all(64 * r.size);
+  check_mpi(MPI_Allgather(buf, 64, MPI_CHAR, all.data(), 64, MPI_CHAR, r.comm), "MPI_Allgather");
+  std::vector<std::string> out;
+  for (int i = 0; i < r.size; ++i) out.emplace_back(&all[64 * i]);
+  return out;
+}
+
+// Columns `indices` of a block-cyclic matrix, on every rank (small counts only).
+template <typename T>
+std::vector<std::vector<double>> gather_columns(const Rank& r, const BlockCyclicMatrix<T>& z,
+                                                const std::vector<int64_t>& indices) {
+  const int64_t n = z.rows();
+  std::vector<double> local(indices.size() * n, 0.0), all(indices.size() * n, 0.0);
+  for (std::size_t s = 0; s < indices.size(); ++s) {
+    if (z.col_axis().owner(indices[s]) != z.my_col()) continue;
+    int64_t lj = z.col_axis().local(indices[s]);
+    for (int64_t li = 0; li < z.local_rows(); ++li) local[s * n + z.global_row(li)] = z.at_local(li, lj);
+  }
+  check_mpi(MPI_Allreduce(local.data(), all.data(), static_cast<int>(all.size()), MPI_DOUBLE, MPI_SUM, r.comm),
+            "MPI_Allreduce");
+  std::vector<std::vector<double>> out;
+  for (std::size_t s = 0; s < indices.size(); ++s) out.emplace_back(all.begin() + s * n, all.begin() + (s + 1) * n);
+  return out;
+}
+
+// Residuals ‖Hz − λz‖/‖H‖ of a few eigenpairs with Hz from fresh HVPs (not from
+// the assembled matrix), and the orthogonality of those eigenvectors.
+template <typename T>
+json self_check(const Rank& r, HvpEngine& engine, const Spectrum<T>& s, double norm) {
+  const int64_t m = static_cast<int64_t>(s.values.size());
+  std::vector<int64_t> idx;
+  for (int64_t i : {m - 1, int64_t(0), m - 2, m / 2})
+    if (i >= 0 && i < m && std::find(idx.begin(), idx.end(), i) == idx.end()) idx.push_back(i);
+  auto zs = gather_columns(r, *s.vectors, idx);
+  const int64_t n = engine.n();
+  std::vector<double> residual(idx.size(), 0.0), all(idx.size(), 0.0);
+  run_collectively(r.comm, [&] {
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      if (static_cast<int>(k % r.size) != r.rank) continue;
+      std::vector<double> hz(n);
+      engine.apply(zs[k].data(), 1, hz.data());
+      double sq = 0;
+      for (int64_t i = 0; i < n; ++i) sq += std::pow(hz[i] - s.values[idx[k]] * zs[k][i], 2);
+      residual[k] = std::sqrt(sq) / std::max(norm, 1e-300);
+    }
+  });
+  check_mpi(MPI_Allreduce(residual.data(), all.data(), static_cast<int>(all.size()), MPI_DOUBLE, MPI_MAX, r.comm),
+            "MPI_Allreduce");
+  double ortho = 0;
+  for (std::size_t a = 0; a < zs.size(); ++a)
+    for (std::size_t b = 0; b <= a; ++b) {
+      double dot = 0;
+      for (int64_t i = 0; i < n; ++i) dot += zs[a][i] * zs[b][i];
+      ortho = std::max(ortho, std::abs(dot - (a == b ? 1.0 : 0.0)));
+    }
+  json pairs = json::array();
+  for (std::size_t k = 0; k < idx.size(); ++k)
+    pairs.push_back({{"index", idx[k]}, {"eigenvalue", s.values[idx[k]]}, {"residual", all[k]}});
+  return {{"pairs", pairs},
+          {"max_residual", *std::max_element(all.begin(), all.end())},
+          {"orthogonality", ortho},
+          {"residual_definition", "||H z - lambda z||_2 / max|lambda|, H z from a fresh Hessian-vector product"}};
+}
+
+// share[i][p] = part of eigenvector i's squared norm inside parameter tensor p.
+template <typename T>
+std::vector<double> parameter_shares(const Rank& r, const BlockCyclicMatrix<T>& z, int64_t m,
+                                     const ParameterLayout& layout) {
+  const std::size_t np = layout.parameters().size();
+  std::vector<std::size_t> owner(z.local_rows());
+  for (int64_t li = 0; li < z.local_rows(); ++li) owner[li] = layout.owner_of(z.global_row(li));
+  std::vector<double> local(m * np, 0.0), total(m * np, 0.0);
+  for (int64_t lj = 0; lj < z.local_cols(); ++lj) {
+    int64_t j = z.global_col(lj);
+    if (j >= m) continue;
+    for (int64_t li = 0; li < z.local_rows(); ++li) {
+      double v = z.at_local(li, lj);
+      local[j * np + owner[li]] += v * v;
+    }
+  }
+  check_mpi(MPI_Allreduce(local.data(), total.data(), static_cast<int>(total.size()), MPI_DOUBLE, MPI_SUM, r.comm),
+            "MPI_Allreduce");
+  return total;
+}
+
+json shares_json(const std::vector<double>& shares, const std::vector<double>& values, const ParameterLayout& layout,
+                 int64_t few) {
+  const std::size_t np = layout.parameters().size();
+  const int64_t m = static_cast<int64_t>(values.size());
+  auto entry = [&](int64_t i) {
+    json by_param = json::object();
+    for (std::size_t p = 0; p < np; ++p) by_param[layout.parameters()[p].name] = shares[i * np + p];
+    return json{{"index", i}, {"eigenvalue", values[i]}, {"share", by_param}};
+  };
+  json top = json::array(), bottom = json::array();
+  for (int64_t i = m - 1; i >= std::max<int64_t>(0, m - few); --i) top.push_back(entry(i));
+  for (int64_t i = 0; i < std::min(few, m); ++i) bottom.push_back(entry(i));
+  return {{"top", top}, {"bottom", bottom}};
+}
+
+template <typename T>
+void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, const ProcessGrid& grid, int block,
+           const EigenRequest& request, Solver solver, OutputDir& out, json& summary) {
+  const int64_t n = engine.n();
+  const ParameterLayout& layout = l.problem->layout();
+  std::vector<std::string> files;
+  json timings, peaks;
+  auto phase_peak = [&](const char* name) {
+    double mine = static_cast<double>(peak_rss_bytes());
+    auto all = gather_doubles(r, mine);
+    peaks[name] = all;
+    reset_peak_rss();
+  };
+  const double t_start = MPI_Wtime();
+  reset_peak_rss();
+
+  BlockCyclicMatrix<T> h(grid, n, n, block, block);
+  Progress progress("columns", n, r.root() && !o.quiet);
+  AssemblyStats stats = assemble<T>(engine, grid, h, progress);
+  phase_peak("hvp_and_assembly");
+  const SymmetryStats symmetry = symmetrize(grid, h);
+  const double asymmetry = symmetry.asymmetry;
+  const double tr = trace(grid, h);
+  double io = 0;
+  if (o.save_hessian) {
+    double t = MPI_Wtime();
+    write_hdf5_matrix(out.staged("hessian.h5"), "hessian", h, n, r.comm);
+    files.push_back("hessian.h5");
+    io += MPI_Wtime() - t;
+  }
+  phase_peak("symmetrize_and_save");
+
+  double t_solve = MPI_Wtime();
+  Spectrum<T> spectrum = solve(grid, h, request, solver);
+  h.release();
+  const double solve_seconds = MPI_Wtime() - t_solve;
+  phase_peak("eigensolver");
+
+  json eigen;
+  const double zero_rel = std::is_same_v<T, double> ? 1e-8 : 1e-4;
+  if (!spectrum.values.empty()) {
+    const auto& v = spectrum.values;
+    eigen = to_json(eigen_stats(v, zero_rel));
+    eigen["count"] = v.size();
+    eigen["request"] = request.text();
+    json top = json::array(), bottom = json::array();
+    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i >= std::max<int64_t>(0, v.size() - 10); --i) top.push_back(v[i]);
+    for (std::size_t i = 0; i < std::min<std::size_t>(10, v.size()); ++i) bottom.push_back(v[i]);
+    eigen["top"] = top;
+    eigen["bottom"] = bottom;
+    eigen["zero_tolerance_definition"] = std::string("|lambda| <= ") + (zero_rel == 1e-8 ? "1e-8" : "1e-4") +
+                                         " * max|lambda| counts as near zero";
+    summary["solver"] = spectrum.routine;
+  }
+
+  json check = json::object();
+  double t_io = MPI_Wtime();
+  if (spectrum.vectors) {
+    // ‖H‖₂ is max|λ| when the whole spectrum is known; otherwise ‖H‖_F bounds it from above.
+    double norm = request.kind == EigenRequest::Kind::all
+                      ? std::max(std::abs(spectrum.values.front()), std::abs(spectrum.values.back()))
+                      : symmetry.frobenius;
+    check = self_check(r, engine, spectrum, norm);
+    const double limit = std::is_same_v<T, double> ? 1e-8 : 1e-3;
+    if (check["max_residual"].get<double>() > limit || check["orthogonality"].get<double>() > limit)
+      warn(r, "eigen self-check above " + std::to_string(limit) + ": residual " +
+                  std::to_string(check["max_residual"].get<double>()) + ", orthogonality " +
+                  std::to_string(check["orthogonality"].get<double>()));
+    const int64_t m = static_cast<int64_t>(spectrum.values.size());
+    write_hdf5_matrix(out.staged("eigenvectors.h5"), "eigenvectors", *spectrum.vectors, m, r.comm);
+    files.push_back("eigenvectors.h5");
+    auto shares = parameter_shares(r, *spectrum.vectors, m, layout);
+    eigen["parameter_share"] = shares_json(shares, spectrum.values, layout, 5);
+    run_collectively(r.comm, [&] {
+      if (!r.root()) return;
+      write_npy(out.staged("eigenvector_shares.npy"), shares.data(),
+                {m, static_cast<int64_t>(layout.parameters().size())});
+    });
+    files.push_back("eigenvector_shares.npy");
+  }
+  if (std::is_same_v<T, float>) {
+    check["float32_note"] =
+        "float32 eigenvalues carry absolute errors near 1e-6 * max|lambda|; values below that are not resolved";
+    if (asymmetry > 1e-4) warn(r, "float32 asymmetry " + std::to_string(asymmetry) + " is large: prefer --dtype float64");
+  }
+  check["asymmetry"] = asymmetry;
+  if (asymmetry > (std::is_same_v<T, double> ? 1e-8 : 1e-3))
+    warn(r, "Hessian asymmetry ||H-H^T||/||H|| = " + std::to_string(asymmetry) +
+                " before symmetrization (non-smooth or non-deterministic model?)");
+
+  run_collectively(r.comm, [&] {
+    if (!r.root()) return;
+    if (!spectrum.values.empty()) {
+      write_npy(out.staged("eigenvalues.npy"), spectrum.values.data(), {static_cast<int64_t>(spectrum.values.size())});
+    }
+    write_json(out.staged("layout.json"), layout.to_json());
+  });
+  if (!spectrum.values.empty()) files.push_back("eigenvalues.npy");
+  files.push_back("layout.json");
+  io += MPI_Wtime() - t_io;
+  phase_peak("output");
+
+  double total_seconds = MPI_Wtime() - t_start;
+  auto hvp = gather_doubles(r, stats.hvp_seconds);
+  auto redist = gather_doubles(r, stats.redistribute_seconds);
+  timings["hvp"] = *std::max_element(hvp.begin(), hvp.end());
+  timings["redistribution"] = *std::max_element(redist.begin(), redist.end());
+  timings["eigensolver"] = solve_seconds;
+  timings["io"] = io;
+  timings["total"] = total_seconds;
+  timings["hvp_per_rank"] = hvp;
+
+  double peak_max = 0;
+  std::vector<double> per_rank(r.size, 0.0);
+  for (const auto& phase : peaks)
+    for (int i = 0; i < r.size; ++i) per_rank[i] = std::max(per_rank[i], phase[i].template get<double>());
+  for (double v : per_rank) peak_max = std::max(peak_max, v);
+
+  summary["timings_seconds"] = timings;
+  summary["asymmetry"] = asymmetry;
+  summary["trace"] = tr;
+  if (!eigen.is_null()) summary["eigenvalues"] = eigen;
+  summary["self_check"] = check;
+  summary["hvp"]["mode"] = engine.mode_description();
+  summary["hvp"]["panel_width"] = stats.panel_width;
+  summary["hvp"]["columns_per_second"] = timings["hvp"].get<double>() > 0 ? n / timings["hvp"].get<double>() : 0.0;
+  summary["memory"]["peak_rss_per_rank"] = per_rank;
+  summary["memory"]["peak_rss_per_phase"] = peaks;
+  summary["memory"]["peak_rss_max_human"] = human_bytes(peak_max);
+  files.push_back("summary.json");
+  summary["files"] = files;
+  run_collectively(r.comm, [&] {
+    if (r.root()) write_json(out.staged("summary.json"), summary);
+  });
+  out.commit(files);
+  say(r, o, human_summary(summary));
+}
+
+}  // namespace
+
+void run_dense(const RunOptions& o, MPI_Comm comm) {
+  Rank r(comm);
+  const double t0 = MPI_Wtime();
+  auto [rows, cols] = o.grid.empty() ? square_grid(r.size) : parse_grid(o.grid, r.size);
+  EigenRequest request = parse_eigen_request(o.eigen);
+  Solver solver = parse_solver(o.solver);
+  BatchMode mode = o.hvp_mode == "auto" ? BatchMode::automatic
+                   : o.hvp_mode == "batched" ? BatchMode::batched
+                   : o.hvp_mode == "one_column" ? BatchMode::one_column
+                   : throw UsageError("--hvp-mode '" + o.hvp_mode + "' is not one of auto, batched, one_column");
+  if (o.panel < 0) throw UsageError("--panel must be positive");
+  if (request.kind == EigenRequest::Kind::none && !o.save_hessian)
+    warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
+
+  Loaded l = load(o, r);
+  const Problem& problem = *l.problem;
+  const int64_t n = problem.layout().n();
+  check_eigen_request(request, n);
+  const int block = choose_block(o.block, n, rows, cols);
+  const Dtype dtype = o.problem.dtype;
+  NodePlacement place = node_placement(comm, process_env());
+
+  HvpOptions hvp_options;
+  hvp_options.panel = o.panel;
+  hvp_options.mode = mode;
+  std::unique_ptr<HvpEngine> engine;
+  run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(*l.problem, hvp_options); });
+  MemoryPlan plan = plan_memory(o, n, block, rows, cols, request, solver, dtype_bytes(dtype), engine->panel_width(),
+                                place.local_size);
+  if (plan.total > plan.available) {
+    int64_t ranks = r.size;
+    while (ranks < (int64_t(1) << 20)) {
+      ranks *= 2;
+      auto g = square_grid(static_cast<int>(ranks));
+      MemoryPlan p = plan_memory(o, n, block, g.first, g.second, request, solver, dtype_bytes(dtype),
+                                 engine->panel_width(), 1);
+      if (p.total <= plan.available) break;
+    }
+    throw ResourceError("n = " + std::to_string(n) + " needs " + human_bytes(plan.total) + " per rank (H share " +
+                        human_bytes(plan.h) + ", eigenvectors " + human_bytes(plan.z) + ", solver workspace " +
+                        human_bytes(plan.workspace) + ", panel " + human_bytes(plan.panel) + ") but " +
+                        human_bytes(plan.available) + " is available per rank; use about " + std::to_string(ranks) +
+                        " ranks of this size, --dtype float32, or --eigen values");
+  }
+  OutputDir out(o.out, o.force, comm);
+  ProcessGrid grid(comm, rows, cols);
+
+  say(r, o, "dhess: " + problem.description() + "\n" + (problem.layout().parameters().size() <= 12 ? problem.layout().table() : "n = " + std::to_string(n) + " parameters in " + std::to_string(problem.layout().parameters().size()) + " tensors (see layout.json)\n") +
+                "dhess: " + std::to_string(r.size) + " rank(s), grid " + std::to_string(rows) + "x" +
+                std::to_string(cols) + ", block " + std::to_string(block) + ", " + dtype_name(dtype) + ", " +
+                std::to_string(l.threads) + " thread(s)/rank, device " + l.device + ", HVP " +
+                engine->mode_description() + ", plan " + human_bytes(plan.total) + "/rank\n");
+
+  json summary;
+  summary["dhess_version"] = "0.1.0";
+  summary["command_line"] = o.command_line;
+  summary["n"] = n;
+  summary["ranks"] = r.size;
+  summary["grid"] = {rows, cols};
+  summary["block"] = block;
+  summary["dtype"] = dtype_name(dtype);
+  summary["threads_per_rank"] = l.threads;
+  summary["devices"] = gather_strings(r, l.device);
+  summary["out"] = o.out;
+  summary["model"] = {{"path", o.problem.model},
+                      {"data", o.problem.data},
+                      {"description", problem.description()},
+                      {"loss", problem.loss_name()},
+                      {"loss_value", l.check.loss},
+                      {"gradient_norm", l.check.gradient_norm},
+                      {"samples", problem.num_samples()},
+                      {"micro_batches", problem.num_micro_batches()},
+                      {"params_regex", o.problem.params_regex},
+                      {"train_mode", o.problem.train_mode},
+                      {"unused_parameters", l.check.unused_parameters}};
+  summary["memory"]["plan_bytes_per_rank"] = plan.to_json();
+  summary["setup_seconds"] = MPI_Wtime() - t0;
+
+  if (dtype == Dtype::float64)
+    dense<double>(o, r, l, *engine, grid, block, request, solver, out, summary);
+  else
+    dense<float>(o, r, l, *engine, grid, block, request, solver, out, summary);
+}
+
+void run_layout(const RunOptions& o, MPI_Comm comm) {
+  Rank r(comm);
+  Loaded l = load(o, r);
+  OutputDir out(o.out, o.force, comm);
+  say(r, o, "dhess: " + l.problem->description() + "\n" + l.problem->layout().table());
+  run_collectively(comm, [&] {
+    if (r.root()) write_json(out.staged("layout.json"), l.problem->layout().to_json());
+  });
+  out.commit({"layout.json"});
+  say(r, o, "dhess: wrote " + out.final_path("layout.json") + "\n");
+}
+
+void run_export(const RunOptions& o, const std::string& model_path, const std::string& data_path, MPI_Comm comm) {
+  Rank r(comm);
+  Loaded l = load(o, r);
+  run_collectively(comm, [&] {
+    if (r.root()) l.problem->export_to(model_path, data_path);
+  });
+  say(r, o, "dhess: wrote " + model_path + " and " + data_path + " (" + l.problem->description() + ")\n");
+}
+
+}  // namespace dhess

@@ -1,0 +1,54 @@
+#pragma once
+// Internal to the torch translation units: the torch side of a Problem.
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+#include "dhess/problem.hpp"
+
+namespace dhess {
+
+struct MicroBatch {
+  std::vector<torch::Tensor> inputs;  // positional arguments of forward()
+  torch::Tensor targets;              // undefined when there are none
+  double weight = 1;                  // share of the whole data set's mean loss
+};
+
+enum class LossKind { cross_entropy, mse, nll, bce_with_logits, none };
+
+struct Problem::Impl {
+  ProblemSpec spec;
+  std::string description;
+  torch::jit::Module module;
+  torch::Device device{torch::kCPU};
+  torch::ScalarType scalar_type = torch::kFloat64;
+  LossKind loss = LossKind::none;
+  std::vector<torch::Tensor> params;  // selected parameters, layout order
+  ParameterLayout layout;
+  std::vector<MicroBatch> batches;
+  int64_t num_samples = 0;
+  int64_t forward_arity = 0;  // number of forward() arguments besides self
+
+  // Weighted loss of one micro-batch, as a graph over `params`.
+  torch::Tensor loss_of(const MicroBatch& batch) const;
+  // Gradient of the weighted micro-batch loss with create_graph; undefined
+  // entries (parameters the loss does not use) are left undefined.
+  std::vector<torch::Tensor> gradient_graph(const MicroBatch& batch) const;
+};
+
+// Builds a built-in model as a TorchScript module plus its synthetic data.
+struct BuiltinProblem {
+  torch::jit::Module module;
+  torch::Tensor inputs;
+  torch::Tensor targets;
+  LossKind loss;
+  std::string description;
+};
+bool is_builtin(const std::string& model);
+BuiltinProblem make_builtin(const std::string& model);
+
+LossKind parse_loss(const std::string& name);
+const char* loss_name(LossKind kind);
+
+}  // namespace dhess
