@@ -164,8 +164,13 @@ Spectrum<T> run_pdsyevr(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const 
   const char* jobz = vectors ? "V" : "N";
   const char* range = "A";
   int il = 1, iu = n;
-  if (request.kind == EigenRequest::Kind::top) range = "I", il = n - static_cast<int>(request.k) + 1;
-  if (request.kind == EigenRequest::Kind::bottom) range = "I", iu = static_cast<int>(request.k);
+  // pdsyevr hands pdormtr a fixed workspace that is too small when fewer than NB
+  // eigenvectors are requested (ScaLAPACK 2.2: "PDORMTR parameter number 16 had
+  // an illegal value" and wrong vectors), so an index range spans at least NB.
+  const int want = static_cast<int>(request.k);
+  const int span = vectors ? std::min(n, std::max(want, h.col_block())) : want;
+  if (request.kind == EigenRequest::Kind::top) range = "I", il = n - span + 1;
+  if (request.kind == EigenRequest::Kind::bottom) range = "I", iu = span;
   // pdsyevr checks Z as a global n×n matrix even when only some columns are computed.
   if (vectors) s.vectors = std::make_unique<BlockCyclicMatrix<T>>(grid, h.rows(), h.cols(), h.row_block(), h.col_block());
   T* z = vectors ? s.vectors->data() : nullptr;
@@ -185,7 +190,11 @@ Spectrum<T> run_pdsyevr(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const 
   if (m != iu - il + 1)
     throw InternalError(s.routine + " returned " + std::to_string(m) + " eigenvalues, expected " +
                         std::to_string(iu - il + 1));
-  s.values.assign(w.begin(), w.begin() + m);
+  // Keep the requested K of the widened range: the top K are its last columns.
+  const int skip = request.kind == EigenRequest::Kind::top ? m - want : 0;
+  const int keep = request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom ? want : m;
+  s.values.assign(w.begin() + skip, w.begin() + skip + keep);
+  s.first_column = skip;
   return s;
 }
 

@@ -156,7 +156,9 @@ json self_check(const Rank& r, HvpEngine& engine, const Spectrum<T>& s, double n
   std::vector<int64_t> idx;
   for (int64_t i : {m - 1, int64_t(0), m - 2, m / 2})
     if (i >= 0 && i < m && std::find(idx.begin(), idx.end(), i) == idx.end()) idx.push_back(i);
-  auto zs = gather_columns(r, *s.vectors, idx);
+  std::vector<int64_t> columns;
+  for (auto i : idx) columns.push_back(s.first_column + i);
+  auto zs = gather_columns(r, *s.vectors, columns);
   const int64_t n = engine.n();
   std::vector<double> residual(idx.size(), 0.0), all(idx.size(), 0.0);
   run_collectively(r.comm, [&] {
@@ -189,15 +191,15 @@ json self_check(const Rank& r, HvpEngine& engine, const Spectrum<T>& s, double n
 
 // share[i][p] = part of eigenvector i's squared norm inside parameter tensor p.
 template <typename T>
-std::vector<double> parameter_shares(const Rank& r, const BlockCyclicMatrix<T>& z, int64_t m,
+std::vector<double> parameter_shares(const Rank& r, const BlockCyclicMatrix<T>& z, int64_t first, int64_t m,
                                      const ParameterLayout& layout) {
   const std::size_t np = layout.parameters().size();
   std::vector<std::size_t> owner(z.local_rows());
   for (int64_t li = 0; li < z.local_rows(); ++li) owner[li] = layout.owner_of(z.global_row(li));
   std::vector<double> local(m * np, 0.0), total(m * np, 0.0);
   for (int64_t lj = 0; lj < z.local_cols(); ++lj) {
-    int64_t j = z.global_col(lj);
-    if (j >= m) continue;
+    int64_t j = z.global_col(lj) - first;
+    if (j < 0 || j >= m) continue;
     for (int64_t li = 0; li < z.local_rows(); ++li) {
       double v = z.at_local(li, lj);
       local[j * np + owner[li]] += v * v;
@@ -249,7 +251,7 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
   double io = 0;
   if (o.save_hessian) {
     double t = MPI_Wtime();
-    write_hdf5_matrix(out.staged("hessian.h5"), "hessian", h, n, r.comm);
+    write_hdf5_matrix(out.staged("hessian.h5"), "hessian", h, 0, n, r.comm);
     files.push_back("hessian.h5");
     io += MPI_Wtime() - t;
   }
@@ -292,9 +294,10 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
                   std::to_string(check["max_residual"].get<double>()) + ", orthogonality " +
                   std::to_string(check["orthogonality"].get<double>()));
     const int64_t m = static_cast<int64_t>(spectrum.values.size());
-    write_hdf5_matrix(out.staged("eigenvectors.h5"), "eigenvectors", *spectrum.vectors, m, r.comm);
+    write_hdf5_matrix(out.staged("eigenvectors.h5"), "eigenvectors", *spectrum.vectors, spectrum.first_column, m,
+                      r.comm);
     files.push_back("eigenvectors.h5");
-    auto shares = parameter_shares(r, *spectrum.vectors, m, layout);
+    auto shares = parameter_shares(r, *spectrum.vectors, spectrum.first_column, m, layout);
     eigen["parameter_share"] = shares_json(shares, spectrum.values, layout, 5);
     run_collectively(r.comm, [&] {
       if (!r.root()) return;

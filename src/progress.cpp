@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace dhess {
 
@@ -10,7 +11,9 @@ Progress::Progress(std::string what, int64_t total, bool enabled)
     : what_(std::move(what)),
       total_(total),
       enabled_(enabled),
-      terminal_(isatty(STDOUT_FILENO) == 1),
+      // Open MPI hands ranks a pseudo-terminal even when mpirun's output goes to a
+      // batch log, so under mpirun/srun progress is always plain lines.
+      terminal_(isatty(STDOUT_FILENO) == 1 && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("SLURM_PROCID")),
       interval_(terminal_ ? 0.5 : 10.0),
       start_(Clock::now()),
       last_(start_) {}

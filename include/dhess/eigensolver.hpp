@@ -36,7 +36,8 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
 template <typename T>
 struct Spectrum {
   std::vector<double> values;                      // ascending
-  std::unique_ptr<BlockCyclicMatrix<T>> vectors;   // column i belongs to values[i]; first values.size() columns
+  std::unique_ptr<BlockCyclicMatrix<T>> vectors;   // column first_column + i belongs to values[i]
+  int64_t first_column = 0;
   std::string routine;                             // e.g. "pdsyevd"
 };
 

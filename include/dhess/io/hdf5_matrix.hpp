@@ -7,10 +7,10 @@
 
 namespace dhess {
 
-// Writes the first `columns` columns of `matrix` as dataset `name` (rows × columns,
+// Writes columns [first, first + count) of `matrix` as dataset `name` (rows × count,
 // row-major as h5py reads it) of a new file `path`. Collective over the grid's ranks.
 template <typename T>
 void write_hdf5_matrix(const std::string& path, const std::string& name, const BlockCyclicMatrix<T>& matrix,
-                       int64_t columns, MPI_Comm comm);
+                       int64_t first, int64_t count, MPI_Comm comm);
 
 }  // namespace dhess
