@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""End-to-end: `mpiexec -n P dhess ...` on models exported from Python; every
+output read back with numpy/h5py and compared with the torch/numpy oracles."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhess_run import BIN, dhess, oracle  # noqa: E402
+
+RANKS = 1
+
+
+def rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+class EndToEnd(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.out = os.path.join(self.tmp.name, "r")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def run_ok(self, *args):
+        code, out, err = dhess(RANKS, *args)
+        self.assertEqual(code, 0, msg=f"dhess {' '.join(map(str, args))}\nstdout:{out}\nstderr:{err}")
+        return out, err
+
+    def test_all_outputs_match_the_oracle(self):
+        # The issue's command: --eigen all --save-hessian on a model exported from Python.
+        out, _ = self.run_ok("--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"),
+                             "--loss", "cross_entropy", "--eigen", "all", "--save-hessian", "--out", self.out)
+        H = np.load(oracle("convnet_H.npy"))
+        eig = np.load(oracle("convnet_eig.npy"))
+        n = H.shape[0]
+        with h5py.File(os.path.join(self.out, "hessian.h5"), "r") as f:
+            self.assertLessEqual(rel(f["hessian"][:], H), 1e-10)
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        self.assertEqual(w.dtype, np.float64)
+        self.assertTrue(np.all(np.diff(w) >= 0), "eigenvalues ascending")
+        self.assertLessEqual(np.abs(w - eig).max() / np.abs(eig).max(), 1e-9)
+        with h5py.File(os.path.join(self.out, "eigenvectors.h5"), "r") as f:
+            Z = f["eigenvectors"][:]
+        self.assertEqual(Z.shape, (n, n))
+        norm = np.abs(eig).max()
+        self.assertLessEqual(np.linalg.norm(H @ Z - Z * w, axis=0).max() / norm, 1e-8)
+        self.assertLessEqual(np.abs(Z.T @ Z - np.eye(n)).max(), 1e-8)
+        layout = json.load(open(os.path.join(self.out, "layout.json")))
+        self.assertEqual([p["name"] for p in layout["parameters"]], ["c1.weight", "c1.bias", "f2.weight", "f2.bias"])
+        self.assertEqual(layout["n"], n)
+        s = json.load(open(os.path.join(self.out, "summary.json")))
+        self.assertEqual(s["n"], n)
+        self.assertEqual(s["ranks"], RANKS)
+        self.assertAlmostEqual(s["trace"], np.trace(H), delta=1e-10 * abs(np.trace(H)) + 1e-12)
+        self.assertLess(s["asymmetry"], 1e-12)
+        ev = s["eigenvalues"]
+        tol = ev["zero_tolerance"]
+        self.assertEqual(ev["negative"], int((eig < -tol).sum()))
+        self.assertEqual(ev["positive"], int((eig > tol).sum()))
+        self.assertAlmostEqual(ev["largest"], eig[-1], delta=1e-9 * norm)
+        self.assertLess(s["self_check"]["max_residual"], 1e-10)
+        for phase in ("hvp", "redistribution", "eigensolver", "io"):
+            self.assertIn(phase, s["timings_seconds"])
+        self.assertEqual(len(s["memory"]["peak_rss_per_rank"]), RANKS)
+        self.assertEqual(len(s["devices"]), RANKS)
+        # Per-parameter shares of the top eigenvector, recomputed from the eigenvectors.
+        top = s["eigenvalues"]["parameter_share"]["top"][0]
+        self.assertEqual(top["index"], n - 1)
+        for p in layout["parameters"]:
+            o, k = p["offset"], p["size"]
+            self.assertAlmostEqual(top["share"][p["name"]], float((Z[o:o + k, n - 1] ** 2).sum()), delta=1e-10)
+        shares = np.load(os.path.join(self.out, "eigenvector_shares.npy"))
+        self.assertEqual(shares.shape, (n, 4))
+        self.assertLessEqual(np.abs(shares.sum(axis=1) - 1).max(), 1e-10)
+        self.assertIn("results in", out)
+        self.assertFalse([f for f in os.listdir(self.out) if f.endswith(".partial")])
+
+    def test_block_of_two_parameters_cut_out_with_layout(self):
+        # README recipe: the (c1.weight, f2.bias) block of hessian.h5 from layout.json.
+        self.run_ok("--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"), "--loss",
+                    "cross_entropy", "--eigen", "none", "--save-hessian", "--block", "7", "--out", self.out)
+        layout = {p["name"]: p for p in json.load(open(os.path.join(self.out, "layout.json")))["parameters"]}
+        a, b = layout["c1.weight"], layout["f2.bias"]
+        with h5py.File(os.path.join(self.out, "hessian.h5"), "r") as f:
+            block = f["hessian"][a["offset"]:a["offset"] + a["size"], b["offset"]:b["offset"] + b["size"]]
+        H = np.load(oracle("convnet_H.npy"))
+        ref = H[a["offset"]:a["offset"] + a["size"], b["offset"]:b["offset"] + b["size"]]
+        self.assertEqual(block.shape, (36, 3))
+        self.assertLessEqual(np.abs(block - ref).max(), 1e-10 * np.abs(H).max())
+
+    def test_top_and_bottom_k(self):
+        eig = np.load(oracle("convnet_eig.npy"))
+        for req, ref in (("top:4", eig[-4:]), ("bottom:3", eig[:3])):
+            out = os.path.join(self.tmp.name, req.replace(":", "_"))
+            self.run_ok("--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"), "--loss",
+                        "cross_entropy", "--eigen", req, "--out", out)
+            w = np.load(os.path.join(out, "eigenvalues.npy"))
+            self.assertLessEqual(np.abs(w - ref).max() / np.abs(eig).max(), 1e-9, req)
+            with h5py.File(os.path.join(out, "eigenvectors.h5"), "r") as f:
+                self.assertEqual(f["eigenvectors"].shape, (eig.size, len(ref)))
+
+    def test_float32_agrees_with_float64(self):
+        self.run_ok("--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"), "--loss",
+                    "cross_entropy", "--dtype", "float32", "--eigen", "values", "--out", self.out)
+        eig = np.load(oracle("convnet_eig.npy"))
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        self.assertLessEqual(np.abs(w - eig).max() / np.abs(eig).max(), 1e-5)
+        self.assertEqual(json.load(open(os.path.join(self.out, "summary.json")))["dtype"], "float32")
+
+    def test_builtin_mlp_matches_python_hessian_of_its_export(self):
+        model, data = os.path.join(self.tmp.name, "m.pt"), os.path.join(self.tmp.name, "d.pt")
+        self.run_ok("export", "--model", "builtin:mlp", "--model-out", model, "--data-out", data)
+        self.run_ok("--model", "builtin:mlp", "--eigen", "values", "--save-hessian", "--out", self.out)
+        m = torch.jit.load(model)
+        x, y = torch.load(data)
+        names = [n for n, _ in m.named_parameters()]
+        params = tuple(p.detach().clone() for _, p in m.named_parameters())
+        self.assertEqual(sum(p.numel() for p in params), 141)
+
+        def f(*ps):
+            w = dict(zip(names, ps))
+            h = torch.tanh(x @ w["l1.weight"].T + w["l1.bias"])
+            h = torch.tanh(h @ w["l2.weight"].T + w["l2.bias"])
+            return torch.nn.functional.mse_loss(h @ w["l3.weight"].T + w["l3.bias"], y)
+
+        blocks = torch.autograd.functional.hessian(f, params)
+        sizes = [p.numel() for p in params]
+        H = np.block([[blocks[i][j].reshape(sizes[i], sizes[j]).numpy() for j in range(6)] for i in range(6)])
+        with h5py.File(os.path.join(self.out, "hessian.h5"), "r") as f5:
+            self.assertLessEqual(rel(f5["hessian"][:], H), 1e-10)
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        self.assertLessEqual(np.abs(w - np.linalg.eigvalsh(H)).max() / np.abs(w).max(), 1e-9)
+
+    def test_builtin_convnet_size_gives_the_documented_n(self):
+        self.run_ok("layout", "--model", "builtin:convnet", "--out", self.out)
+        layout = json.load(open(os.path.join(self.out, "layout.json")))
+        self.assertEqual(layout["n"], 23365)
+        self.assertEqual([p["shape"] for p in layout["parameters"]], [[32, 1, 3, 3], [32], [5, 4608], [5]])
+
+    def test_existing_result_is_refused_without_force(self):
+        args = ["--model", oracle("linear.pt"), "--data", oracle("linear_data.pt"), "--loss", "mse", "--out",
+                self.out]
+        self.run_ok(*args)
+        before = open(os.path.join(self.out, "summary.json")).read()
+        code, _, err = dhess(RANKS, *args)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--force", err)
+        self.assertEqual(open(os.path.join(self.out, "summary.json")).read(), before)
+        self.run_ok(*args, "--force", "--eigen", "none")
+        # --force replaces the whole result: no stale eigenvalues from the first run.
+        self.assertFalse(os.path.exists(os.path.join(self.out, "eigenvalues.npy")))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ranks", type=int, default=1)
+    args, rest = parser.parse_known_args()
+    RANKS = args.ranks
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -1,0 +1,182 @@
+// Eigensolvers on the oracle Hessian (loaded from numpy, not computed by dhess)
+// against numpy.linalg.eigvalsh and the definition H z = λ z.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "dhess/assembler.hpp"
+#include "dhess/eigensolver.hpp"
+#include "dhess/errors.hpp"
+#include "test_support.hpp"
+
+namespace dhess {
+namespace {
+
+using test::oracle;
+
+template <typename T>
+BlockCyclicMatrix<T> distribute(const ProcessGrid& grid, const NpyArray& a, int block) {
+  const int64_t n = a.shape.at(0);
+  BlockCyclicMatrix<T> m(grid, n, n, block, block);
+  for (int64_t lj = 0; lj < m.local_cols(); ++lj)
+    for (int64_t li = 0; li < m.local_rows(); ++li)
+      m.at_local(li, lj) = static_cast<T>(a.data[m.global_row(li) * n + m.global_col(lj)]);
+  return m;
+}
+
+struct Verdict {
+  double values = 0;       // max |λ - λ_numpy| / max|λ|
+  double residual = 0;     // max ‖H z − λ z‖ / ‖H‖
+  double orthogonality = 0;  // max |ZᵀZ − I|
+};
+
+// Checks a spectrum against eigvalsh and the oracle matrix itself.
+template <typename T>
+Verdict check(const Spectrum<T>& s, const NpyArray& h, const NpyArray& eig, int64_t offset) {
+  const int64_t n = h.shape.at(0), m = static_cast<int64_t>(s.values.size());
+  Verdict v;
+  double scale = std::max(std::abs(eig.data.front()), std::abs(eig.data.back()));
+  for (int64_t i = 0; i < m; ++i) v.values = std::max(v.values, std::abs(s.values[i] - eig.data[offset + i]) / scale);
+  if (!s.vectors) return v;
+  // Gather the m eigenvectors on every rank (small test sizes).
+  std::vector<double> local(n * m, 0.0), z(n * m, 0.0);
+  const auto& zm = *s.vectors;
+  for (int64_t lj = 0; lj < zm.local_cols(); ++lj) {
+    int64_t j = zm.global_col(lj) - s.first_column;
+    if (j < 0 || j >= m) continue;
+    for (int64_t li = 0; li < zm.local_rows(); ++li) local[j * n + zm.global_row(li)] = zm.at_local(li, lj);
+  }
+  MPI_Allreduce(local.data(), z.data(), static_cast<int>(z.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  for (int64_t j = 0; j < m; ++j) {
+    double r = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      double hz = 0;
+      for (int64_t k = 0; k < n; ++k) hz += h.data[i * n + k] * z[j * n + k];
+      r += std::pow(hz - s.values[j] * z[j * n + i], 2);
+    }
+    v.residual = std::max(v.residual, std::sqrt(r) / scale);
+    for (int64_t k = 0; k <= j; ++k) {
+      double d = 0;
+      for (int64_t i = 0; i < n; ++i) d += z[j * n + i] * z[k * n + i];
+      v.orthogonality = std::max(v.orthogonality, std::abs(d - (j == k ? 1.0 : 0.0)));
+    }
+  }
+  return v;
+}
+
+struct Case {
+  std::string request;
+  Solver solver;
+  int block;
+};
+
+void run_case(const Case& c, int rows, int cols) {
+  NpyArray h = read_npy(oracle("convnet_H.npy"));
+  NpyArray eig = read_npy(oracle("convnet_eig.npy"));
+  const int64_t n = h.shape[0];
+  ProcessGrid grid(MPI_COMM_WORLD, rows, cols);
+  auto a = distribute<double>(grid, h, c.block);
+  EigenRequest request = parse_eigen_request(c.request);
+  Spectrum<double> s = solve(grid, a, request, c.solver);
+  ASSERT_EQ(static_cast<int64_t>(s.values.size()), request.count(n));
+  int64_t offset = request.kind == EigenRequest::Kind::top ? n - request.k : 0;
+  Verdict v = check(s, h, eig, offset);
+  const std::string what = c.request + " " + solver_name(c.solver) + " grid " + std::to_string(rows) + "x" +
+                           std::to_string(cols) + " block " + std::to_string(c.block);
+  EXPECT_LE(v.values, 1e-9) << what;
+  if (request.wants_vectors()) {
+    ASSERT_TRUE(s.vectors) << what;
+    EXPECT_LE(v.residual, 1e-8) << what;
+    EXPECT_LE(v.orthogonality, 1e-8) << what;
+  } else {
+    EXPECT_FALSE(s.vectors) << what << ": values only must not allocate eigenvectors";
+  }
+}
+
+std::vector<std::pair<int, int>> grids() {
+  const int p = test::world_size();
+  std::vector<std::pair<int, int>> g = {{1, p}, {p, 1}};
+  if (p == 4) g.emplace_back(2, 2);
+  return g;
+}
+
+TEST(Eigen, AllEigenpairsWithPdsyevdMatchNumpy) {
+  for (auto [r, c] : grids()) run_case({"all", Solver::pdsyevd, 16}, r, c);
+  run_case({"all", Solver::pdsyevd, 7}, 1, test::world_size());
+}
+
+TEST(Eigen, ValuesOnlyWithPdsyevrMatchNumpy) {
+  for (auto [r, c] : grids()) run_case({"values", Solver::pdsyevr, 16}, r, c);
+}
+
+TEST(Eigen, TopAndBottomKMatchTheFullSpectrum) {
+  for (auto [r, c] : grids()) {
+    run_case({"top:5", Solver::pdsyevr, 16}, r, c);
+    run_case({"bottom:7", Solver::pdsyevr, 5}, r, c);
+  }
+  run_case({"top:40", Solver::pdsyevr, 16}, 1, test::world_size());
+}
+
+TEST(Eigen, ElpaPassesTheSameChecks) {
+  if (!elpa_available()) GTEST_SKIP() << "built without ELPA";
+  for (auto [r, c] : grids()) {
+    run_case({"all", Solver::elpa, 16}, r, c);
+    run_case({"values", Solver::elpa, 16}, r, c);
+    run_case({"top:5", Solver::elpa, 16}, r, c);
+    run_case({"bottom:5", Solver::elpa, 8}, r, c);
+  }
+}
+
+TEST(Eigen, Float32AgreesWithFloat64ToSinglePrecision) {
+  NpyArray h = read_npy(oracle("convnet_H.npy"));
+  NpyArray eig = read_npy(oracle("convnet_eig.npy"));
+  ProcessGrid grid(MPI_COMM_WORLD, 1, test::world_size());
+  for (Solver solver : {Solver::pdsyevd, Solver::pdsyevr}) {
+    auto a = distribute<float>(grid, h, 16);
+    Spectrum<float> s = solve(grid, a, parse_eigen_request("all"), solver);
+    Verdict v = check(s, h, eig, 0);
+    EXPECT_LE(v.values, 1e-5) << solver_name(solver);
+    EXPECT_LE(v.residual, 1e-4) << solver_name(solver);
+    EXPECT_LE(v.orthogonality, 1e-4) << solver_name(solver);
+  }
+}
+
+TEST(Eigen, SymmetrizeReportsAsymmetryAndAverages) {
+  // H + E with E antisymmetric: asymmetry = ‖2E‖/‖H+E‖ and the result is H.
+  NpyArray h = read_npy(oracle("convnet_H.npy"));
+  const int64_t n = h.shape[0];
+  NpyArray perturbed = h;
+  double e2 = 0, total2 = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double e = i == j ? 0.0 : 1e-3 * std::sin(static_cast<double>(i * 31 + j * 17)) * (i < j ? 1 : 0);
+      perturbed.data[i * n + j] += e;
+      perturbed.data[j * n + i] -= e;
+    }
+  for (int64_t i = 0; i < n * n; ++i) {
+    double e = perturbed.data[i] - h.data[i];
+    e2 += 4 * e * e;
+    total2 += perturbed.data[i] * perturbed.data[i];
+  }
+  for (auto [r, c] : grids()) {
+    ProcessGrid grid(MPI_COMM_WORLD, r, c);
+    auto a = distribute<double>(grid, perturbed, 7);
+    SymmetryStats stats = symmetrize(grid, a);
+    EXPECT_NEAR(stats.asymmetry, std::sqrt(e2 / total2), 1e-12);
+    EXPECT_LE(test::relative_difference(a, h), 1e-14);
+    EXPECT_NEAR(trace(grid, a), [&] {
+      double t = 0;
+      for (int64_t i = 0; i < n; ++i) t += h.data[i * n + i];
+      return t;
+    }(), 1e-10);
+  }
+}
+
+TEST(Eigen, TopKLargerThanNIsAUsageError) {
+  EXPECT_THROW(check_eigen_request(parse_eigen_request("top:400"), 343), UsageError);
+  EXPECT_NO_THROW(check_eigen_request(parse_eigen_request("top:343"), 343));
+}
+
+}  // namespace
+}  // namespace dhess
