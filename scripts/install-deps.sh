@@ -12,6 +12,8 @@ packages=(
   libgtest-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libelpa-dev
   python3-numpy python3-h5py python3-matplotlib
+  slurmctld slurmd slurm-client munge
+  clang libclang-rt-14-dev
 )
 
 missing=()
