@@ -61,10 +61,16 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   app.add_flag("-q,--quiet", o.quiet, "print only errors");
 
   auto* layout = app.add_subcommand("layout", "print the parameter layout and write layout.json");
+  int planned_ranks = 0;
+  bool plan_json = false;
+  auto* plan = app.add_subcommand("plan", "pre-flight: memory per rank, time estimate, whether it fits");
+  plan->add_option("--ranks", planned_ranks, "plan for this many ranks (default: the ranks of this job)")
+      ->check(CLI::PositiveNumber);
+  plan->add_flag("--json", plan_json, "print the plan as JSON");
   auto* exporter = app.add_subcommand("export", "write a built-in model and its data as model.pt / data.pt");
   exporter->add_option("--model-out", model_out, "TorchScript file to write")->required();
   exporter->add_option("--data-out", data_out, "torch.save file to write")->required();
-  for (auto* sub : {layout, exporter}) sub->fallthrough();
+  for (auto* sub : {layout, plan, exporter}) sub->fallthrough();
   app.require_subcommand(0, 1);
 
   try {
@@ -79,6 +85,8 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
     run_collectively(comm, [&] { o.problem.dtype = parse_dtype(dtype); });
     if (*layout)
       run_layout(o, comm);
+    else if (*plan)
+      run_plan(o, planned_ranks, plan_json, comm);
     else if (*exporter)
       run_export(o, model_out, data_out, comm);
     else

@@ -7,10 +7,12 @@
 #include <cstring>
 
 #include "dhess/assembler.hpp"
+#include "dhess/checkpoint.hpp"
 #include "dhess/collective.hpp"
 #include "dhess/eigensolver.hpp"
 #include "dhess/errors.hpp"
 #include "dhess/hvp.hpp"
+#include "dhess/interrupt.hpp"
 #include "dhess/io/hdf5_matrix.hpp"
 #include "dhess/io/npy.hpp"
 #include "dhess/io/output_dir.hpp"
@@ -89,10 +91,10 @@ int choose_block(int requested, int64_t n, int rows, int cols) {
 }
 
 struct MemoryPlan {
-  double h = 0, z = 0, workspace = 0, panel = 0, total = 0, available = 0;
+  double h = 0, z = 0, workspace = 0, panel = 0, baseline = 0, total = 0, available = 0;
   json to_json() const {
     return {{"hessian_share", h}, {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
-            {"total", total},     {"available", available}};
+            {"process", baseline}, {"total", total}, {"available", available}};
   }
 };
 
@@ -108,7 +110,9 @@ MemoryPlan plan_memory(const RunOptions& o, int64_t n, int block, int rows, int 
   m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, elem));
   // The panel, its products and the backward temporaries (see HvpEngine).
   m.panel = 4.0 * static_cast<double>(n) * static_cast<double>(panel) * static_cast<double>(elem);
-  m.total = m.h + m.z + m.workspace + m.panel;
+  // The process itself (torch, the model, the data) as resident now.
+  m.baseline = static_cast<double>(current_rss_bytes());
+  m.total = m.h + m.z + m.workspace + m.panel + m.baseline;
   m.available = o.mem_per_rank > 0 ? o.mem_per_rank
                                    : static_cast<double>(available_memory_bytes()) / std::max(1, local_size);
   return m;
@@ -227,7 +231,7 @@ json shares_json(const std::vector<double>& shares, const std::vector<double>& v
 
 template <typename T>
 void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, const ProcessGrid& grid, int block,
-           const EigenRequest& request, Solver solver, OutputDir& out, json& summary) {
+           const EigenRequest& request, Solver solver, OutputDir& out, const Checkpoint* checkpoint, json& summary) {
   const int64_t n = engine.n();
   const ParameterLayout& layout = l.problem->layout();
   std::vector<std::string> files;
@@ -243,7 +247,22 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
 
   BlockCyclicMatrix<T> h(grid, n, n, block, block);
   Progress progress("columns", n, r.root() && !o.quiet);
-  AssemblyStats stats = assemble<T>(engine, grid, h, progress);
+  AssemblyHooks<T> hooks;
+  if (checkpoint) {
+    hooks.lookup = [&](int64_t j0, int64_t j1, T* panel) { return checkpoint->load<T>(j0, j1, n, panel); };
+    hooks.sink = [&](int64_t j0, int64_t j1, const T* panel) { checkpoint->save<T>(j0, j1, n, panel); };
+  }
+  hooks.after_round = [&](int64_t done) {
+    if (!stop_requested(r.comm)) return;
+    Interrupted stop("stopped by a signal after " + std::to_string(done) + " of " + std::to_string(n) +
+                     " columns; " +
+                     (checkpoint ? "finished panels are in checkpoint '" + checkpoint->dir() +
+                                       "': rerun the same command with --resume"
+                                 : std::string("no --checkpoint was given, so nothing was kept")));
+    stop.mark_agreed();  // every rank saw the same allreduced flag at the same round
+    throw stop;
+  };
+  AssemblyStats stats = assemble<T>(engine, grid, h, progress, hooks);
   phase_peak("hvp_and_assembly");
   const SymmetryStats symmetry = symmetrize(grid, h);
   const double asymmetry = symmetry.asymmetry;
@@ -350,6 +369,7 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
   if (!eigen.is_null()) summary["eigenvalues"] = eigen;
   summary["self_check"] = check;
   summary["hvp"]["mode"] = engine.mode_description();
+  summary["hvp"]["columns_restored_from_checkpoint"] = gather_doubles(r, static_cast<double>(stats.columns_restored));
   summary["hvp"]["panel_width"] = stats.panel_width;
   summary["hvp"]["columns_per_second"] = timings["hvp"].get<double>() > 0 ? n / timings["hvp"].get<double>() : 0.0;
   summary["memory"]["peak_rss_per_rank"] = per_rank;
@@ -366,88 +386,247 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
 
 }  // namespace
 
+namespace {
+
+// What the dense pipeline and `dhess plan` decide before any heavy work.
+struct Setup {
+  int rows = 1, cols = 1;
+  EigenRequest request;
+  Solver solver = Solver::automatic;
+  Loaded loaded;
+  int64_t n = 0;
+  int block = 64;
+  std::unique_ptr<HvpEngine> engine;
+  MemoryPlan plan;
+  NodePlacement place;
+};
+
+BatchMode parse_hvp_mode(const std::string& text) {
+  if (text == "auto") return BatchMode::automatic;
+  if (text == "batched") return BatchMode::batched;
+  if (text == "one_column") return BatchMode::one_column;
+  throw UsageError("--hvp-mode '" + text + "' is not one of auto, batched, one_column");
+}
+
+// Smallest power-of-two multiple of the current rank count at which the plan fits.
+int64_t ranks_that_fit(const RunOptions& o, const Setup& s, int ranks, double available) {
+  int64_t p = ranks;
+  while (p < (int64_t(1) << 20)) {
+    p *= 2;
+    auto g = square_grid(static_cast<int>(p));
+    MemoryPlan m = plan_memory(o, s.n, s.block, g.first, g.second, s.request, s.solver, dtype_bytes(o.problem.dtype),
+                               s.engine->panel_width(), 1);
+    if (m.total - m.baseline + s.plan.baseline <= available) break;
+  }
+  return p;
+}
+
+std::string memory_refusal(const Setup& s, int64_t ranks) {
+  const MemoryPlan& m = s.plan;
+  return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
+         ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
+         human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
+         " is available per rank; use about " + std::to_string(ranks) +
+         " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
+}
+
+Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
+  Setup s;
+  run_collectively(r.comm, [&] {
+    std::tie(s.rows, s.cols) = o.grid.empty() ? square_grid(planned_ranks) : parse_grid(o.grid, planned_ranks);
+    s.request = parse_eigen_request(o.eigen);
+    s.solver = parse_solver(o.solver);
+    parse_hvp_mode(o.hvp_mode);
+    if (o.resume && o.checkpoint.empty()) throw UsageError("--resume needs --checkpoint DIR");
+  });
+  s.loaded = load(o, r);
+  s.n = s.loaded.problem->layout().n();
+  run_collectively(r.comm, [&] {
+    check_eigen_request(s.request, s.n);
+    s.block = choose_block(o.block, s.n, s.rows, s.cols);
+    HvpOptions options;
+    options.panel = o.panel;
+    options.mode = parse_hvp_mode(o.hvp_mode);
+    s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
+  });
+  s.place = node_placement(r.comm, process_env());
+  s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
+                       s.engine->panel_width(), s.place.local_size);
+  return s;
+}
+
+json checkpoint_identity(const RunOptions& o, const Setup& s) {
+  const Problem& p = *s.loaded.problem;
+  json params = json::array();
+  for (const auto& info : p.layout().parameters()) params.push_back({info.name, info.shape});
+  const bool builtin = o.problem.model.rfind("builtin:", 0) == 0;
+  return {{"model", builtin ? o.problem.model : file_hash(o.problem.model)},
+          {"data", o.problem.data.empty() ? std::string() : file_hash(o.problem.data)},
+          {"loss", p.loss_name()},
+          {"dtype", dtype_name(o.problem.dtype)},
+          {"n", s.n},
+          {"parameters", params},
+          {"train_mode", o.problem.train_mode},
+          {"panel_width", s.engine->panel_width()}};
+}
+
+}  // namespace
+
 void run_dense(const RunOptions& o, MPI_Comm comm) {
   Rank r(comm);
   const double t0 = MPI_Wtime();
-  auto [rows, cols] = o.grid.empty() ? square_grid(r.size) : parse_grid(o.grid, r.size);
-  EigenRequest request = parse_eigen_request(o.eigen);
-  Solver solver = parse_solver(o.solver);
-  BatchMode mode = o.hvp_mode == "auto" ? BatchMode::automatic
-                   : o.hvp_mode == "batched" ? BatchMode::batched
-                   : o.hvp_mode == "one_column" ? BatchMode::one_column
-                   : throw UsageError("--hvp-mode '" + o.hvp_mode + "' is not one of auto, batched, one_column");
-  if (o.panel < 0) throw UsageError("--panel must be positive");
-  if (request.kind == EigenRequest::Kind::none && !o.save_hessian)
-    warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
-
-  Loaded l = load(o, r);
-  const Problem& problem = *l.problem;
-  const int64_t n = problem.layout().n();
-  check_eigen_request(request, n);
-  const int block = choose_block(o.block, n, rows, cols);
+  catch_stop_signals();
+  Setup s = prepare(o, r, r.size);
+  const Problem& problem = *s.loaded.problem;
   const Dtype dtype = o.problem.dtype;
-  NodePlacement place = node_placement(comm, process_env());
-
-  HvpOptions hvp_options;
-  hvp_options.panel = o.panel;
-  hvp_options.mode = mode;
-  std::unique_ptr<HvpEngine> engine;
-  run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(*l.problem, hvp_options); });
-  MemoryPlan plan = plan_memory(o, n, block, rows, cols, request, solver, dtype_bytes(dtype), engine->panel_width(),
-                                place.local_size);
-  if (plan.total > plan.available) {
-    int64_t ranks = r.size;
-    while (ranks < (int64_t(1) << 20)) {
-      ranks *= 2;
-      auto g = square_grid(static_cast<int>(ranks));
-      MemoryPlan p = plan_memory(o, n, block, g.first, g.second, request, solver, dtype_bytes(dtype),
-                                 engine->panel_width(), 1);
-      if (p.total <= plan.available) break;
-    }
-    throw ResourceError("n = " + std::to_string(n) + " needs " + human_bytes(plan.total) + " per rank (H share " +
-                        human_bytes(plan.h) + ", eigenvectors " + human_bytes(plan.z) + ", solver workspace " +
-                        human_bytes(plan.workspace) + ", panel " + human_bytes(plan.panel) + ") but " +
-                        human_bytes(plan.available) + " is available per rank; use about " + std::to_string(ranks) +
-                        " ranks of this size, --dtype float32, or --eigen values");
-  }
+  if (s.request.kind == EigenRequest::Kind::none && !o.save_hessian)
+    warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
+  if (s.plan.total > s.plan.available)
+    run_collectively(comm, [&] {
+      throw ResourceError(memory_refusal(s, ranks_that_fit(o, s, r.size, s.plan.available)));
+    });
   OutputDir out(o.out, o.force, comm);
-  ProcessGrid grid(comm, rows, cols);
 
-  say(r, o, "dhess: " + problem.description() + "\n" + (problem.layout().parameters().size() <= 12 ? problem.layout().table() : "n = " + std::to_string(n) + " parameters in " + std::to_string(problem.layout().parameters().size()) + " tensors (see layout.json)\n") +
-                "dhess: " + std::to_string(r.size) + " rank(s), grid " + std::to_string(rows) + "x" +
-                std::to_string(cols) + ", block " + std::to_string(block) + ", " + dtype_name(dtype) + ", " +
-                std::to_string(l.threads) + " thread(s)/rank, device " + l.device + ", HVP " +
-                engine->mode_description() + ", plan " + human_bytes(plan.total) + "/rank\n");
+  std::unique_ptr<Checkpoint> checkpoint;
+  if (!o.checkpoint.empty()) {
+    checkpoint = std::make_unique<Checkpoint>(o.checkpoint, checkpoint_identity(o, s), o.resume, comm);
+    if (checkpoint->panel_width() != s.engine->panel_width())
+      run_collectively(comm, [&] {
+        HvpOptions options;
+        options.panel = checkpoint->panel_width();
+        options.mode = parse_hvp_mode(o.hvp_mode);
+        s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
+      });
+  }
+  ProcessGrid grid(comm, s.rows, s.cols);
+
+  const auto& layout = problem.layout();
+  say(r, o,
+      "dhess: " + problem.description() + "\n" +
+          (layout.parameters().size() <= 12 ? layout.table()
+                                            : "n = " + std::to_string(s.n) + " parameters in " +
+                                                  std::to_string(layout.parameters().size()) +
+                                                  " tensors (see layout.json)\n") +
+          "dhess: " + std::to_string(r.size) + " rank(s), grid " + std::to_string(s.rows) + "x" +
+          std::to_string(s.cols) + ", block " + std::to_string(s.block) + ", " + dtype_name(dtype) + ", " +
+          std::to_string(s.loaded.threads) + " thread(s)/rank, device " + s.loaded.device + ", HVP " +
+          s.engine->mode_description() + ", plan " + human_bytes(s.plan.total) + "/rank\n" +
+          (checkpoint ? "dhess: checkpoint " + o.checkpoint + " (" + std::to_string(checkpoint->panels_found()) +
+                            " panel(s) already done)\n"
+                      : ""));
 
   json summary;
   summary["dhess_version"] = "0.1.0";
   summary["command_line"] = o.command_line;
-  summary["n"] = n;
+  summary["n"] = s.n;
   summary["ranks"] = r.size;
-  summary["grid"] = {rows, cols};
-  summary["block"] = block;
+  summary["grid"] = {s.rows, s.cols};
+  summary["block"] = s.block;
   summary["dtype"] = dtype_name(dtype);
-  summary["threads_per_rank"] = l.threads;
-  summary["devices"] = gather_strings(r, l.device);
+  summary["threads_per_rank"] = s.loaded.threads;
+  summary["devices"] = gather_strings(r, s.loaded.device);
   summary["out"] = o.out;
   summary["model"] = {{"path", o.problem.model},
                       {"data", o.problem.data},
                       {"description", problem.description()},
                       {"loss", problem.loss_name()},
-                      {"loss_value", l.check.loss},
-                      {"gradient_norm", l.check.gradient_norm},
+                      {"loss_value", s.loaded.check.loss},
+                      {"gradient_norm", s.loaded.check.gradient_norm},
                       {"samples", problem.num_samples()},
                       {"micro_batches", problem.num_micro_batches()},
                       {"params_regex", o.problem.params_regex},
                       {"train_mode", o.problem.train_mode},
-                      {"unused_parameters", l.check.unused_parameters}};
-  summary["memory"]["plan_bytes_per_rank"] = plan.to_json();
+                      {"unused_parameters", s.loaded.check.unused_parameters}};
+  summary["memory"]["plan_bytes_per_rank"] = s.plan.to_json();
   summary["setup_seconds"] = MPI_Wtime() - t0;
 
   if (dtype == Dtype::float64)
-    dense<double>(o, r, l, *engine, grid, block, request, solver, out, summary);
+    dense<double>(o, r, s.loaded, *s.engine, grid, s.block, s.request, s.solver, out, checkpoint.get(), summary);
   else
-    dense<float>(o, r, l, *engine, grid, block, request, solver, out, summary);
+    dense<float>(o, r, s.loaded, *s.engine, grid, s.block, s.request, s.solver, out, checkpoint.get(), summary);
+}
+
+void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm comm) {
+  Rank r(comm);
+  const int ranks = planned_ranks > 0 ? planned_ranks : r.size;
+  Setup s = prepare(o, r, ranks);
+  // The plan for `ranks` ranks; the node's memory is shared by the ranks placed on it.
+  const int per_node = planned_ranks > 0 ? std::max(1, std::min(ranks, s.place.local_size * ranks / r.size))
+                                         : s.place.local_size;
+  s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
+                       s.engine->panel_width(), per_node);
+
+  // Time a few columns on this rank: the HVP rate per rank.
+  const int64_t k = std::min<int64_t>(s.n, std::max<int64_t>(s.engine->panel_width(), 8));
+  double rate = 0;
+  run_collectively(comm, [&] {
+    std::vector<double> panel(static_cast<std::size_t>(s.n * k));
+    std::vector<float> panel32(o.problem.dtype == Dtype::float32 ? panel.size() : 0);
+    auto columns = [&](int64_t j0) {
+      if (o.problem.dtype == Dtype::float64)
+        s.engine->columns(j0, j0 + k, panel.data());
+      else
+        s.engine->columns(j0, j0 + k, panel32.data());
+    };
+    columns(0);  // builds the first-order graph and checks the batched path once
+    double t = MPI_Wtime();
+    columns(std::min(k, s.n - k));
+    rate = static_cast<double>(k) / std::max(MPI_Wtime() - t, 1e-9);
+  });
+  // Time the eigensolver on a small matrix and scale by n³ and the rank count.
+  double solver_seconds = 0;
+  if (s.request.kind != EigenRequest::Kind::none) {
+    const int64_t n0 = std::min<int64_t>(s.n, 1200);
+    ProcessGrid self(MPI_COMM_SELF, 1, 1);
+    BlockCyclicMatrix<double> a(self, n0, n0, 64, 64);
+    for (int64_t j = 0; j < n0; ++j)
+      for (int64_t i = 0; i < n0; ++i) a.at_local(i, j) = std::sin(0.1 * static_cast<double>(i + j)) + (i == j ? 2 : 0);
+    double t = MPI_Wtime();
+    EigenRequest small = s.request;
+    small.k = std::min<int64_t>(small.k, n0);
+    solve(self, a, small, s.solver);
+    double scale = std::pow(static_cast<double>(s.n) / static_cast<double>(n0), 3);
+    // ScaLAPACK's eigensolvers keep roughly 70% parallel efficiency at these sizes.
+    solver_seconds = (MPI_Wtime() - t) * scale / (ranks == 1 ? 1.0 : 0.7 * ranks);
+  }
+  const double hvp_seconds = static_cast<double>(s.n) / (rate * ranks);
+  const bool fits = s.plan.total <= s.plan.available;
+  json plan = {{"n", s.n},
+               {"ranks", ranks},
+               {"grid", {s.rows, s.cols}},
+               {"block", s.block},
+               {"dtype", dtype_name(o.problem.dtype)},
+               {"eigen", s.request.text()},
+               {"solver", solver_name(choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n))},
+               {"memory_bytes_per_rank", s.plan.to_json()},
+               {"hvp_count", s.n},
+               {"hvp_columns_per_second_per_rank", rate},
+               {"estimated_seconds", {{"hvp", hvp_seconds}, {"eigensolver", solver_seconds},
+                                      {"total", hvp_seconds + solver_seconds}}},
+               {"fits", fits}};
+  if (!fits) plan["suggested_ranks"] = ranks_that_fit(o, s, ranks, s.plan.available);
+  if (as_json) {
+    say(r, o, plan.dump(2) + "\n");
+  } else {
+    const auto& m = s.plan;
+    char text[2048];
+    std::snprintf(text, sizeof text,
+                  "dhess plan: %s\n"
+                  "  n = %lld parameters, %d rank(s) on a %dx%d grid, block %d, %s, --eigen %s\n"
+                  "  memory per rank: H share %s + eigenvectors %s + solver workspace %s + panel %s + process %s"
+                  " = %s; available %s per rank: %s\n"
+                  "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %.1f s\n"
+                  "  eigensolver (%s): about %.1f s; total about %.1f s\n",
+                  s.loaded.problem->description().c_str(), static_cast<long long>(s.n), ranks, s.rows, s.cols,
+                  s.block, dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
+                  human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
+                  human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
+                  fits ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), rate, hvp_seconds,
+                  plan["solver"].get<std::string>().c_str(), solver_seconds, hvp_seconds + solver_seconds);
+    say(r, o, text);
+    if (!fits)
+      say(r, o, "  " + memory_refusal(s, plan["suggested_ranks"].get<int64_t>()) + "\n");
+  }
 }
 
 void run_layout(const RunOptions& o, MPI_Comm comm) {

@@ -31,6 +31,9 @@ struct RunOptions {
 
 // Dense pipeline: Hessian columns → block-cyclic H → eigensolver → files.
 void run_dense(const RunOptions& options, MPI_Comm comm);
+// Pre-flight: memory per rank, HVP count and rate, time estimates, whether it
+// fits, for `planned_ranks` ranks (0 = the ranks of `comm`).
+void run_plan(const RunOptions& options, int planned_ranks, bool as_json, MPI_Comm comm);
 // Prints the parameter layout and writes layout.json into --out.
 void run_layout(const RunOptions& options, MPI_Comm comm);
 // Writes a built-in model and its data as files Python can load.

@@ -1,0 +1,15 @@
+#pragma once
+// SIGUSR1/SIGTERM handling: the handler only sets a flag; the assembly loop
+// polls it between panel rounds so all ranks stop at the same round.
+#include <mpi.h>
+
+namespace dhess {
+
+// Installs the handlers (idempotent).
+void catch_stop_signals();
+// True on every rank when any rank received SIGUSR1 or SIGTERM; collective.
+bool stop_requested(MPI_Comm comm);
+// The signal number received by this process, 0 if none.
+int received_signal();
+
+}  // namespace dhess

@@ -1,0 +1,29 @@
+#include "dhess/interrupt.hpp"
+
+#include <csignal>
+
+#include "dhess/errors.hpp"
+
+namespace dhess {
+namespace {
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_signal = sig; }
+}  // namespace
+
+void catch_stop_signals() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGUSR1, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+bool stop_requested(MPI_Comm comm) {
+  int mine = g_signal != 0 ? 1 : 0, any = 0;
+  check_mpi(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");
+  return any != 0;
+}
+
+int received_signal() { return g_signal; }
+
+}  // namespace dhess
