@@ -45,6 +45,8 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
 
   CLI::App app{"dhess: the full Hessian of a network's loss on many MPI ranks, and its eigendecomposition"};
   app.set_version_flag("--version", "dhess 0.1.0");
+  // Job scripts append overrides to a shared argument list: the last value wins.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_problem_options(app, o, dtype);
   app.add_option("--out", o.out, "output directory (default: dhess-out)");
   app.add_flag("--force", o.force, "replace an existing result in --out");

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""Checkpoint/restart end to end: SIGUSR1 stops every rank cleanly with a
+checkpoint; a run killed with SIGKILL resumes on another rank count and gives
+exactly the Hessian and eigenvalues of an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhess_run import BIN, MPIEXEC, dhess  # noqa: E402
+
+MODEL = ["--model", "builtin:convnet:5", "--panel", "8", "--eigen", "values", "--save-hessian"]
+
+
+def rank_pids(launcher):
+    """PIDs of the dhess processes started by this mpiexec (its descendants)."""
+    children = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append((int(pid), cmd))
+    found, todo = [], [launcher.pid]
+    while todo:
+        for pid, cmd in children.get(todo.pop(), []):
+            todo.append(pid)
+            if cmd.endswith(b"dhess"):
+                found.append(pid)
+    return found
+
+
+def wait_for_panels(directory, count, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if os.path.isdir(directory) and len([f for f in os.listdir(directory) if f.endswith(".panel")]) >= count:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+class Checkpoint(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.ck = os.path.join(self.tmp.name, "ck")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def start(self, ranks, out):
+        cmd = [MPIEXEC, "-n", str(ranks), BIN] + MODEL + ["--checkpoint", self.ck, "--out", out, "-q"]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def test_sigusr1_stops_all_ranks_with_a_checkpoint_and_exit_75(self):
+        out = os.path.join(self.tmp.name, "r")
+        p = self.start(2, out)
+        self.assertTrue(wait_for_panels(self.ck, 4, p), "no panels were checkpointed")
+        for pid in rank_pids(p):
+            os.kill(pid, signal.SIGUSR1)
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 75, err)
+        self.assertIn("--resume", err)
+        self.assertTrue(os.path.exists(os.path.join(self.ck, "checkpoint.json")))
+        self.assertFalse(os.path.exists(os.path.join(out, "summary.json")), "an interrupted run has no summary")
+        self.assertFalse([f for f in os.listdir(self.ck) if f.endswith(".tmp")], "no half-written panel")
+
+    def test_killed_run_resumes_on_another_rank_count_with_identical_results(self):
+        out = os.path.join(self.tmp.name, "r")
+        p = self.start(2, out)
+        self.assertTrue(wait_for_panels(self.ck, 6, p), "no panels were checkpointed")
+        os.kill(rank_pids(p)[0], signal.SIGKILL)
+        p.communicate(timeout=120)
+        self.assertNotEqual(p.returncode, 0)
+        done = len([f for f in os.listdir(self.ck) if f.endswith(".panel")])
+        # Resume on 1 rank, and compare with an uninterrupted 1-rank run.
+        code, _, err = dhess(1, *MODEL, "--checkpoint", self.ck, "--resume", "--out", out)
+        self.assertEqual(code, 0, err)
+        ref = os.path.join(self.tmp.name, "ref")
+        code, _, err = dhess(1, *MODEL, "--out", ref)
+        self.assertEqual(code, 0, err)
+        s = json.load(open(os.path.join(out, "summary.json")))
+        self.assertGreaterEqual(sum(s["hvp"]["columns_restored_from_checkpoint"]), 8 * min(done, 6) - 8)
+        np.testing.assert_array_equal(np.load(os.path.join(out, "eigenvalues.npy")),
+                                      np.load(os.path.join(ref, "eigenvalues.npy")))
+        with h5py.File(os.path.join(out, "hessian.h5"), "r") as a, h5py.File(os.path.join(ref, "hessian.h5"), "r") as b:
+            np.testing.assert_array_equal(a["hessian"][:], b["hessian"][:])
+
+    def test_checkpoint_of_another_problem_is_refused(self):
+        out = os.path.join(self.tmp.name, "r")
+        code, _, err = dhess(2, *MODEL, "--eigen", "none", "--checkpoint", self.ck, "--out", out)
+        self.assertEqual(code, 0, err)
+        for change, word in ((["--dtype", "float32"], "dtype"), (["--params", "f2"], "n")):
+            code, _, err = dhess(2, *MODEL, *change, "--checkpoint", self.ck, "--resume", "--out", out + "2")
+            self.assertEqual(code, 65, err)
+            self.assertIn("different problem", err)
+            self.assertIn(word, err)
+        code, _, err = dhess(2, *MODEL, "--checkpoint", self.ck, "--out", out + "3")
+        self.assertEqual(code, 64, err)
+        self.assertIn("--resume", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
