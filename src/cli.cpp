@@ -69,10 +69,25 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   plan->add_option("--ranks", planned_ranks, "plan for this many ranks (default: the ranks of this job)")
       ->check(CLI::PositiveNumber);
   plan->add_flag("--json", plan_json, "print the plan as JSON");
+  std::string method = "dense";
+  app.add_option("--method", method, "dense (default) | lanczos (the same as the spectrum subcommand)");
+  SpectrumOptions so;
+  auto* spectrum = app.add_subcommand("spectrum", "matrix-free: Lanczos extremes, SLQ density, trace, diagonal");
+  spectrum->add_option("--top", so.top, "largest eigenpairs (default 10)");
+  spectrum->add_option("--bottom", so.bottom, "smallest eigenpairs (default 10)");
+  spectrum->add_option("--max-steps", so.max_steps, "Lanczos steps at most (default 300)");
+  spectrum->add_option("--tol", so.tolerance, "converged when ||Hz - lambda z|| <= tol * max|lambda| (default 1e-8)");
+  spectrum->add_option("--slq-probes", so.slq_probes, "random probes of the density (default 10; 0 = none)");
+  spectrum->add_option("--slq-steps", so.slq_steps, "Lanczos steps per probe (default 80)");
+  spectrum->add_option("--sigma", so.sigma, "density smoothing relative to the spectrum width (default 0.01)");
+  spectrum->add_option("--trace-probes", so.trace_probes, "Hutchinson/Hutch++ products (default 30; 0 = none)");
+  spectrum->add_option("--diagonal", so.diagonal, "none | exact | hutchinson | auto (default: exact when n <= 20000)");
+  spectrum->add_option("--diagonal-probes", so.diagonal_probes, "probes of the Hutchinson diagonal (default 100)");
+  spectrum->add_option("--seed", so.seed, "seed of the random probes (default 0)");
   auto* exporter = app.add_subcommand("export", "write a built-in model and its data as model.pt / data.pt");
   exporter->add_option("--model-out", model_out, "TorchScript file to write")->required();
   exporter->add_option("--data-out", data_out, "torch.save file to write")->required();
-  for (auto* sub : {layout, plan, exporter}) sub->fallthrough();
+  for (auto* sub : {layout, plan, spectrum, exporter}) sub->fallthrough();
   app.require_subcommand(0, 1);
 
   try {
@@ -91,6 +106,10 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
       run_plan(o, planned_ranks, plan_json, comm);
     else if (*exporter)
       run_export(o, model_out, data_out, comm);
+    else if (*spectrum || method == "lanczos")
+      run_spectrum(o, so, comm);
+    else if (method != "dense")
+      run_collectively(comm, [&] { throw UsageError("--method '" + method + "' is not one of dense, lanczos"); });
     else
       run_dense(o, comm);
     return 0;

@@ -20,61 +20,11 @@
 #include "dhess/process_grid.hpp"
 #include "dhess/runtime.hpp"
 #include "dhess/summary.hpp"
+#include "pipeline_support.hpp"
 
 namespace dhess {
+using namespace detail;
 namespace {
-
-using json = nlohmann::json;
-
-struct Rank {
-  MPI_Comm comm;
-  int rank = 0, size = 1;
-  explicit Rank(MPI_Comm c) : comm(c) {
-    MPI_Comm_rank(c, &rank);
-    MPI_Comm_size(c, &size);
-  }
-  bool root() const { return rank == 0; }
-};
-
-void say(const Rank& r, const RunOptions& o, const std::string& text) {
-  if (!r.root() || o.quiet) return;
-  std::fputs(text.c_str(), stdout);
-  std::fflush(stdout);
-}
-
-void warn(const Rank& r, const std::string& text) {
-  if (!r.root()) return;
-  std::fprintf(stderr, "dhess: warning: %s\n", text.c_str());
-}
-
-EnvLookup process_env() {
-  return [](const char* name) { return std::getenv(name); };
-}
-
-// Everything about a loaded problem that the commands share.
-struct Loaded {
-  std::unique_ptr<Problem> problem;
-  ProblemCheck check;
-  std::string device;
-  int threads = 1;
-};
-
-Loaded load(const RunOptions& o, const Rank& r) {
-  Loaded l;
-  NodePlacement place = node_placement(r.comm, process_env());
-  l.threads = threads_per_rank(o.threads, process_env(), cores_available(), place.local_size);
-  run_collectively(r.comm, [&] {
-    set_compute_threads(l.threads);
-    l.device = resolve_device(o.device, place.local_rank);
-    ProblemSpec spec = o.problem;
-    spec.device = l.device;
-    l.problem = std::make_unique<Problem>(spec);
-  });
-  run_collectively(r.comm, [&] { l.check = l.problem->check(); });
-  for (const auto& name : l.check.unused_parameters)
-    warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
-  return l;
-}
 
 int choose_block(int requested, int64_t n, int rows, int cols) {
   if (requested < 0) throw UsageError("--block must be positive");
@@ -116,22 +66,6 @@ MemoryPlan plan_memory(const RunOptions& o, int64_t n, int block, int rows, int 
   m.available = o.mem_per_rank > 0 ? o.mem_per_rank
                                    : static_cast<double>(available_memory_bytes()) / std::max(1, local_size);
   return m;
-}
-
-std::vector<double> gather_doubles(const Rank& r, double mine) {
-  std::vector<double> all(r.size);
-  check_mpi(MPI_Allgather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, r.comm), "MPI_Allgather");
-  return all;
-}
-
-std::vector<std::string> gather_strings(const Rank& r, const std::string& mine) {
-  char buf[64] = {0};
-  std::strncpy(buf, mine.c_str(), sizeof buf - 1);
-  std::vector<char> all(64 * r.size);
-  check_mpi(MPI_Allgather(buf, 64, MPI_CHAR, all.data(), 64, MPI_CHAR, r.comm), "MPI_Allgather");
-  std::vector<std::string> out;
-  for (int i = 0; i < r.size; ++i) out.emplace_back(&all[64 * i]);
-  return out;
 }
 
 // Columns `indices` of a block-cyclic matrix, on every rank (small counts only).
@@ -342,7 +276,18 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
     }
     write_json(out.staged("layout.json"), layout.to_json());
   });
-  if (!spectrum.values.empty()) files.push_back("eigenvalues.npy");
+  if (!spectrum.values.empty()) {
+    files.push_back("eigenvalues.npy");
+    std::string problem;
+    if (r.root())
+      problem = draw_spectrum({"--out", out.staged("spectrum.png"), "--eigenvalues", out.staged("eigenvalues.npy"),
+                               "--title", "Hessian spectrum (exact, " + request.text() + "), n = " +
+                                              std::to_string(n)});
+    int drawn = problem.empty() ? 1 : 0;
+    check_mpi(MPI_Bcast(&drawn, 1, MPI_INT, 0, r.comm), "MPI_Bcast");
+    if (drawn) files.push_back("spectrum.png");
+    else warn(r, "spectrum.png not drawn: " + problem);
+  }
   files.push_back("layout.json");
   io += MPI_Wtime() - t_io;
   phase_peak("output");
@@ -526,17 +471,7 @@ void run_dense(const RunOptions& o, MPI_Comm comm) {
   summary["threads_per_rank"] = s.loaded.threads;
   summary["devices"] = gather_strings(r, s.loaded.device);
   summary["out"] = o.out;
-  summary["model"] = {{"path", o.problem.model},
-                      {"data", o.problem.data},
-                      {"description", problem.description()},
-                      {"loss", problem.loss_name()},
-                      {"loss_value", s.loaded.check.loss},
-                      {"gradient_norm", s.loaded.check.gradient_norm},
-                      {"samples", problem.num_samples()},
-                      {"micro_batches", problem.num_micro_batches()},
-                      {"params_regex", o.problem.params_regex},
-                      {"train_mode", o.problem.train_mode},
-                      {"unused_parameters", s.loaded.check.unused_parameters}};
+  summary["model"] = model_summary(o, s.loaded);
   summary["memory"]["plan_bytes_per_rank"] = s.plan.to_json();
   summary["setup_seconds"] = MPI_Wtime() - t0;
 

@@ -334,7 +334,6 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
 
   if (inputs.empty()) {
     p.num_samples = 1;
-    p.batches.push_back({{}, targets, 1.0});
   } else {
     for (const auto& t : inputs)
       if (t.dim() == 0) throw InputError(data + ": inputs must have a batch dimension, found a scalar");
@@ -348,16 +347,10 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
                        std::to_string(p.num_samples) + " input samples");
     if (p.num_samples == 0) throw InputError(data + " holds no samples");
     if (spec.batch_size < 0) throw UsageError("--batch-size must be positive");
-    int64_t b = spec.batch_size == 0 ? p.num_samples : std::min(spec.batch_size, p.num_samples);
-    for (int64_t s = 0; s < p.num_samples; s += b) {
-      int64_t len = std::min(b, p.num_samples - s);
-      MicroBatch mb;
-      for (const auto& t : inputs) mb.inputs.push_back(t.narrow(0, s, len));
-      if (targets.defined()) mb.targets = targets.narrow(0, s, len);
-      mb.weight = static_cast<double>(len) / static_cast<double>(p.num_samples);
-      p.batches.push_back(std::move(mb));
-    }
   }
+  p.all_inputs = inputs;
+  p.all_targets = targets;
+  p.split(0, p.num_samples);
 }
 
 Problem::~Problem() = default;
@@ -371,11 +364,26 @@ int64_t Problem::num_micro_batches() const { return static_cast<int64_t>(impl_->
 std::string Problem::loss_name() const { return dhess::loss_name(impl_->loss); }
 std::string Problem::description() const { return impl_->description; }
 
+void Problem::Impl::split(int64_t begin, int64_t end) {
+  batches.clear();
+  if (all_inputs.empty()) {  // --loss none without data: one term, on the first shard only
+    if (begin == 0) batches.push_back({{}, all_targets, 1.0});
+    return;
+  }
+  const int64_t b = spec.batch_size > 0 ? spec.batch_size : std::max<int64_t>(end - begin, 1);
+  for (int64_t s = begin; s < end; s += b) {
+    const int64_t len = std::min(b, end - s);
+    MicroBatch mb;
+    for (const auto& t : all_inputs) mb.inputs.push_back(t.narrow(0, s, len));
+    if (all_targets.defined()) mb.targets = all_targets.narrow(0, s, len);
+    mb.weight = static_cast<double>(len) / static_cast<double>(num_samples);
+    batches.push_back(std::move(mb));
+  }
+}
+
 void Problem::keep_shard(int rank, int size) {
-  std::vector<MicroBatch> mine;
-  for (std::size_t i = 0; i < impl_->batches.size(); ++i)
-    if (static_cast<int>(i % size) == rank) mine.push_back(impl_->batches[i]);
-  impl_->batches = std::move(mine);
+  const int64_t n = impl_->all_inputs.empty() ? 1 : impl_->num_samples;
+  impl_->split(n * rank / size, n * (rank + 1) / size);
 }
 
 ProblemCheck Problem::check() {
@@ -416,18 +424,12 @@ void Problem::export_to(const std::string& model_path, const std::string& data_p
   module.to(torch::kCPU);
   module.save(model_path);
   std::vector<torch::Tensor> inputs;
-  torch::Tensor targets;
-  for (const auto& b : p.batches) {
-    for (std::size_t i = 0; i < b.inputs.size(); ++i) {
-      if (inputs.size() <= i) inputs.push_back(b.inputs[i]);
-      else inputs[i] = torch::cat({inputs[i], b.inputs[i]});
-    }
-    if (b.targets.defined()) targets = targets.defined() ? torch::cat({targets, b.targets}) : b.targets;
-  }
-  c10::IValue in = inputs.size() == 1 ? c10::IValue(inputs[0].cpu())
+  for (const auto& t : p.all_inputs) inputs.push_back(t.cpu());
+  const torch::Tensor targets = p.all_targets.defined() ? p.all_targets.cpu() : torch::Tensor();
+  c10::IValue in = inputs.size() == 1 ? c10::IValue(inputs[0])
                                       : c10::IValue(c10::ivalue::Tuple::create(
                                             std::vector<c10::IValue>(inputs.begin(), inputs.end())));
-  auto bytes = torch::jit::pickle_save(c10::ivalue::Tuple::create({in, c10::IValue(targets.cpu())}));
+  auto bytes = torch::jit::pickle_save(c10::ivalue::Tuple::create({in, c10::IValue(targets)}));
   std::ofstream out(data_path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!out) throw ResourceError("cannot write data file '" + data_path + "'");

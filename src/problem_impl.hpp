@@ -29,6 +29,11 @@ struct Problem::Impl {
   std::vector<MicroBatch> batches;
   int64_t num_samples = 0;
   int64_t forward_arity = 0;  // number of forward() arguments besides self
+  std::vector<torch::Tensor> all_inputs;  // the whole data set (micro-batches are views of it)
+  torch::Tensor all_targets;
+
+  // Micro-batches of samples [begin, end), weighted as shares of the whole data set.
+  void split(int64_t begin, int64_t end);
 
   // Weighted loss of one micro-batch, as a graph over `params`.
   torch::Tensor loss_of(const MicroBatch& batch) const;

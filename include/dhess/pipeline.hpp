@@ -29,6 +29,20 @@ struct RunOptions {
   std::string command_line;
 };
 
+// Matrix-free spectrum (dhess spectrum / --method lanczos).
+struct SpectrumOptions {
+  int64_t top = 10, bottom = 10;  // extreme eigenpairs by Lanczos
+  int64_t max_steps = 300;        // Lanczos steps at most
+  double tolerance = 1e-8;        // ‖Hz − λz‖ ≤ tolerance · max|λ|
+  int64_t slq_probes = 10, slq_steps = 80;  // density by stochastic Lanczos quadrature (0 probes = none)
+  double sigma = 0.01;            // density smoothing, relative to the spectrum's width
+  int64_t trace_probes = 30;      // Hutchinson / Hutch++ products (0 = none)
+  std::string diagonal = "auto";  // none | exact | hutchinson | auto (exact when n ≤ 20000)
+  int64_t diagonal_probes = 100;
+  uint64_t seed = 0;
+};
+void run_spectrum(const RunOptions& options, const SpectrumOptions& spectrum, MPI_Comm comm);
+
 // Dense pipeline: Hessian columns → block-cyclic H → eigensolver → files.
 void run_dense(const RunOptions& options, MPI_Comm comm);
 // Pre-flight: memory per rank, HVP count and rate, time estimates, whether it

@@ -53,8 +53,9 @@ class Problem {
   // One line saying what the model is ("builtin convnet: Conv2d(1,32,3,1,1) -> ...").
   std::string description() const;
 
-  // Keeps only the micro-batches of shard `rank` of `size` (data parallelism);
-  // weights stay those of the whole data set, so the shards' Hessians sum to H.
+  // Keeps only the samples of shard `rank` of `size` (contiguous, sizes within
+  // one sample), split into micro-batches of --batch-size; weights stay those of
+  // the whole data set, so the shards' Hessians sum to H exactly.
   void keep_shard(int rank, int size);
 
   // One forward/backward pass over all data: loss, gradient, unused parameters;

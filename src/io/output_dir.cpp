@@ -12,9 +12,8 @@ namespace fs = std::filesystem;
 
 const std::vector<std::string>& OutputDir::result_names() {
   static const std::vector<std::string> names = {
-      "summary.json",   "eigenvalues.npy",        "eigenvectors.h5", "hessian.h5",  "layout.json",
-      "eigenvector_shares.npy", "spectrum.png", "density.csv",     "diagonal.npy", "diagonal.json",
-      "trace.json"};
+      "summary.json", "eigenvalues.npy", "eigenvectors.h5", "hessian.h5",    "layout.json",  "eigenvector_shares.npy",
+      "spectrum.png", "density.csv",     "slq_nodes.csv",   "diagonal.npy", "diagonal.h5"};
   return names;
 }
 

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Matrix-free spectrum (dhess spectrum) validated against the dense oracle:
+extreme eigenvalues, eigenvectors, trace estimates within their stated error,
+SLQ density against the exact spectrum, exact and estimated diagonals."""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhess_run import dhess, oracle  # noqa: E402
+
+RANKS = 1
+
+
+def wasserstein1(x, wx, y, wy):
+    """W1 distance between two discrete distributions on the line."""
+    grid = np.sort(np.concatenate([x, y]))
+    fx = np.array([wx[x <= t].sum() for t in grid]) / wx.sum()
+    fy = np.array([wy[y <= t].sum() for t in grid]) / wy.sum()
+    return float(np.sum(np.abs(fx - fy)[:-1] * np.diff(grid)))
+
+
+class Spectrum(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.out = os.path.join(cls.tmp.name, "s")
+        code, cls.stdout, err = dhess(RANKS, "spectrum", "--model", oracle("convnet.pt"), "--data",
+                                      oracle("convnet_data.pt"), "--loss", "cross_entropy", "--top", "5", "--bottom",
+                                      "5", "--slq-probes", "12", "--slq-steps", "60", "--trace-probes", "60",
+                                      "--diagonal", "exact", "--out", cls.out)
+        assert code == 0, err
+        cls.H = np.load(oracle("convnet_H.npy"))
+        cls.eig = np.load(oracle("convnet_eig.npy"))
+        cls.summary = json.load(open(os.path.join(cls.out, "summary.json")))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_top5_and_bottom5_match_the_dense_spectrum(self):
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        ref = np.concatenate([self.eig[:5], self.eig[-5:]])
+        self.assertLessEqual(np.abs(w - ref).max() / np.abs(ref).max(), 1e-8)
+        self.assertTrue(all(p["converged"] for p in self.summary["lanczos"]["pairs"]))
+
+    def test_eigenvectors_satisfy_the_stated_criterion(self):
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        with h5py.File(os.path.join(self.out, "eigenvectors.h5"), "r") as f:
+            Z = f["eigenvectors"][:]
+        self.assertEqual(Z.shape, (self.H.shape[0], 10))
+        scale = np.abs(self.eig).max()
+        residual = np.linalg.norm(self.H @ Z - Z * w, axis=0) / scale
+        self.assertLessEqual(residual.max(), 1e-7)
+        reported = np.array([p["residual"] for p in self.summary["lanczos"]["pairs"]])
+        self.assertLessEqual(np.abs(reported - residual).max(), 1e-9)
+
+    def test_trace_estimates_are_within_their_stated_error(self):
+        t = self.summary["trace"]
+        exact = np.trace(self.H)
+        self.assertLessEqual(abs(t["hutchinson"] - exact), 4 * t["hutchinson_stderr"])
+        self.assertLessEqual(abs(t["hutchpp"] - exact), 4 * t["hutchpp_stderr"])
+
+    def test_slq_density_matches_the_exact_spectrum(self):
+        # Metric: Wasserstein-1 distance between the SLQ quadrature measure and the
+        # exact eigenvalue distribution, relative to the spectrum's width.
+        q = np.loadtxt(os.path.join(self.out, "slq_nodes.csv"), delimiter=",", skiprows=1)
+        w1 = wasserstein1(q[:, 1], q[:, 2], self.eig, np.ones_like(self.eig))
+        self.assertLessEqual(w1 / (self.eig[-1] - self.eig[0]), 0.03)
+        d = np.loadtxt(os.path.join(self.out, "density.csv"), delimiter=",", skiprows=1)
+        self.assertAlmostEqual(np.trapz(d[:, 1], d[:, 0]), 1.0, delta=1e-3)
+        self.assertTrue(os.path.exists(os.path.join(self.out, "spectrum.png")))
+
+    def test_exact_diagonal_per_parameter(self):
+        d = np.load(os.path.join(self.out, "diagonal.npy"))
+        self.assertLessEqual(np.abs(d - np.diag(self.H)).max(), 1e-10 * np.abs(self.H).max())
+        layout = json.load(open(os.path.join(self.out, "layout.json")))
+        with h5py.File(os.path.join(self.out, "diagonal.h5"), "r") as f:
+            for p in layout["parameters"]:
+                self.assertEqual(list(f[p["name"]].shape), p["shape"])
+                np.testing.assert_allclose(f[p["name"]][:].ravel(), d[p["offset"]:p["offset"] + p["size"]])
+
+    def test_hutchinson_diagonal_is_within_its_stated_error(self):
+        out = os.path.join(self.tmp.name, "d")
+        code, _, err = dhess(RANKS, "spectrum", "--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"),
+                             "--loss", "cross_entropy", "--top", "0", "--bottom", "0", "--slq-probes", "0",
+                             "--trace-probes", "0", "--diagonal", "hutchinson", "--diagonal-probes", "200", "--out",
+                             out)
+        self.assertEqual(code, 0, err)
+        with h5py.File(os.path.join(out, "diagonal.h5"), "r") as f:
+            est = np.concatenate([f[n][:].ravel() for n in ("c1.weight", "c1.bias", "f2.weight", "f2.bias")])
+            se = np.concatenate([f[n + ".stderr"][:].ravel() for n in ("c1.weight", "c1.bias", "f2.weight", "f2.bias")])
+        exact = np.diag(self.H)
+        inside = np.abs(est - exact) <= 4 * se + 1e-12
+        self.assertGreaterEqual(inside.mean(), 0.97)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ranks", type=int, default=1)
+    args, rest = parser.parse_known_args()
+    RANKS = args.ranks
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
