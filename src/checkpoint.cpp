@@ -137,7 +137,11 @@ std::string Checkpoint::panel_path(int64_t j0, int64_t j1) const {
 
 template <typename T>
 bool Checkpoint::load(int64_t j0, int64_t j1, int64_t n, T* panel) const {
-  const std::string path = panel_path(j0, j1);
+  return read_panel(panel_path(j0, j1), j0, j1, n, panel);
+}
+
+template <typename T>
+bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return false;
   PanelHeader h{};
@@ -164,6 +168,8 @@ void Checkpoint::save(int64_t j0, int64_t j1, int64_t n, const T* panel) const {
   write_atomically(panel_path(j0, j1), &h, sizeof h, panel, bytes);
 }
 
+template bool read_panel<double>(const std::string&, int64_t, int64_t, int64_t, double*);
+template bool read_panel<float>(const std::string&, int64_t, int64_t, int64_t, float*);
 template bool Checkpoint::load<double>(int64_t, int64_t, int64_t, double*) const;
 template bool Checkpoint::load<float>(int64_t, int64_t, int64_t, float*) const;
 template void Checkpoint::save<double>(int64_t, int64_t, int64_t, const double*) const;

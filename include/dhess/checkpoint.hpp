@@ -16,6 +16,11 @@ namespace dhess {
 // (not a cryptographic hash).
 std::string file_hash(const std::string& path);
 
+// Reads a panel file written by Checkpoint::save into `panel` (n × (j1 − j0));
+// false when the file does not exist, InputError when it is not that panel.
+template <typename T>
+bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel);
+
 class Checkpoint {
  public:
   // `identity`: everything that makes two runs compute the same columns (model
