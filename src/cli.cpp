@@ -7,6 +7,7 @@
 
 #include "dhess/collective.hpp"
 #include "dhess/errors.hpp"
+#include "dhess/interrupt.hpp"
 #include "dhess/pipeline.hpp"
 
 namespace dhess {
@@ -100,6 +101,8 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
 
   try {
     run_collectively(comm, [&] { o.problem.dtype = parse_dtype(dtype); });
+    const bool dense = !*layout && !*plan && !*exporter && !*spectrum && method == "dense";
+    if (!dense) restore_stop_signals();  // only the dense run checkpoints and stops cleanly
     if (*layout)
       run_layout(o, comm);
     else if (*plan)

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "dhess/errors.hpp"
+#include "dhess/memory.hpp"
 #include "problem_impl.hpp"
 
 namespace dhess {
@@ -202,6 +203,21 @@ HvpEngine::HvpEngine(Problem& problem, const HvpOptions& options)
   e.panel = std::max<int64_t>(1, std::min(k, e.n));
   e.batched = options.mode != BatchMode::one_column;
   if (!e.batched) e.reason = "--hvp-mode one_column";
+}
+
+void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
+  Impl& e = *impl_;
+  const int64_t probe = std::min<int64_t>(4, e.n);
+  const int64_t saved = e.panel;
+  e.panel = probe;
+  std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * (e.p.scalar_type == torch::kFloat64 ? 8 : 4));
+  reset_peak_rss();
+  const std::size_t before = current_rss_bytes();
+  torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
+  e.compute(0, probe, out);
+  const double per_column = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
+  const int64_t fits = per_column > 0 ? static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column) : saved;
+  e.panel = std::max<int64_t>(1, std::min<int64_t>({saved, fits, e.n}));
 }
 
 HvpEngine::~HvpEngine() = default;

@@ -18,6 +18,12 @@ void catch_stop_signals() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
+void restore_stop_signals() {
+  std::signal(SIGUSR1, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  if (g_signal != 0) std::raise(g_signal);
+}
+
 bool stop_requested(MPI_Comm comm) {
   int mine = g_signal != 0 ? 1 : 0, any = 0;
   check_mpi(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");

@@ -395,6 +395,21 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
     s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
   });
   s.place = node_placement(r.comm, process_env());
+  if (o.panel == 0) {
+    // A tenth of this rank's memory for HVP panels; the smallest choice over ranks keeps panels equal.
+    const double available = o.mem_per_rank > 0 ? o.mem_per_rank
+                                                : static_cast<double>(available_memory_bytes()) / s.place.local_size;
+    run_collectively(r.comm, [&] { s.engine->fit_panel_to(static_cast<std::size_t>(0.1 * available)); });
+    int64_t mine = s.engine->panel_width(), smallest = mine;
+    check_mpi(MPI_Allreduce(&mine, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm), "MPI_Allreduce");
+    if (smallest != mine)
+      run_collectively(r.comm, [&] {
+        HvpOptions options;
+        options.panel = smallest;
+        options.mode = parse_hvp_mode(o.hvp_mode);
+        s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
+      });
+  }
   s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
                        s.engine->panel_width(), s.place.local_size);
   return s;
@@ -420,7 +435,6 @@ json checkpoint_identity(const RunOptions& o, const Setup& s) {
 void run_dense(const RunOptions& o, MPI_Comm comm) {
   Rank r(comm);
   const double t0 = MPI_Wtime();
-  catch_stop_signals();
   Setup s = prepare(o, r, r.size);
   const Problem& problem = *s.loaded.problem;
   const Dtype dtype = o.problem.dtype;

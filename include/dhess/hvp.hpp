@@ -25,6 +25,10 @@ class HvpEngine {
 
   int64_t n() const;
   int64_t panel_width() const;
+  // Measures the memory of a few batched columns (panel and backward temporaries,
+  // which grow with the model's activations) and sets the panel width to what
+  // `budget_bytes` holds, at most 64. Not called when --panel was given.
+  void fit_panel_to(std::size_t budget_bytes);
   // "batched (vmap, k=64)" or "one column per pass (reason)".
   std::string mode_description() const;
 

@@ -59,11 +59,23 @@ NpyArray read_npy(const std::string& path) {
   int64_t count = 1;
   std::string dims = m[1];
   static const std::regex number(R"(\d+)");
+  if (type[0] == '>') throw InputError("npy file '" + path + "' is big-endian");
   for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it) {
+    if (it->str().size() > 12) throw InputError("npy file '" + path + "' has an impossible shape");
     a.shape.push_back(std::stoll(it->str()));
     count *= a.shape.back();
     if (count < 0 || count > (int64_t(1) << 34)) throw InputError("npy file '" + path + "' is too large");
   }
+  // The header's shape must match the bytes that follow before anything is
+  // allocated: a corrupt shape must not become a huge allocation (found by fuzzing).
+  const std::size_t element = static_cast<std::size_t>(type.back() - '0');
+  const auto data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const auto data_bytes = static_cast<int64_t>(in.tellg() - data_start);
+  in.seekg(data_start);
+  if (data_bytes != count * static_cast<int64_t>(element))
+    throw InputError("npy file '" + path + "' holds " + std::to_string(data_bytes) + " data bytes but its shape needs " +
+                     std::to_string(count * static_cast<int64_t>(element)));
   a.data.resize(static_cast<std::size_t>(count));
   auto read_as = [&](auto sample) {
     using V = decltype(sample);
@@ -76,7 +88,6 @@ NpyArray read_npy(const std::string& path) {
   else if (type.back() == '4' && type[type.size() - 2] == 'f') read_as(float{});
   else if (type.back() == '8') read_as(int64_t{});
   else read_as(int32_t{});
-  if (type[0] == '>') throw InputError("npy file '" + path + "' is big-endian");
   return a;
 }
 
