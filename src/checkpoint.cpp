@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "dhess/collective.hpp"
@@ -87,10 +88,10 @@ std::string file_hash(const std::string& path) {
 }
 
 Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& identity, bool resume, MPI_Comm comm)
-    : dir_(dir) {
+    : dir_(dir), comm_(comm) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  int64_t info[2] = {identity.at("panel_width").get<int64_t>(), 0};
+  int64_t info[2] = {identity.value("panel_width", int64_t(0)), 0};
   run_collectively(comm, [&] {
     if (rank != 0) return;
     std::error_code ec;
@@ -98,7 +99,7 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& identity, b
     int64_t panels = 0;
     if (fs::is_directory(dir, ec))
       for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.path().extension() == ".panel") ++panels;
+        if (e.path().extension() == ".panel" || e.path().extension() == ".record") ++panels;
     if (fs::exists(meta, ec)) {
       if (!resume)
         throw UsageError("checkpoint directory '" + dir + "' already holds " + std::to_string(panels) +
@@ -166,6 +167,64 @@ void Checkpoint::save(int64_t j0, int64_t j1, int64_t n, const T* panel) const {
   const std::size_t bytes = static_cast<std::size_t>(n * (j1 - j0)) * sizeof(T);
   h.checksum = fnv1a(panel, bytes);
   write_atomically(panel_path(j0, j1), &h, sizeof h, panel, bytes);
+}
+
+void Checkpoint::save_record(const std::string& name, const nlohmann::json& record) const {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  run_collectively(comm_, [&] {
+    if (rank != 0) return;
+    const std::string text = record.dump() + "\n";
+    write_atomically((fs::path(dir_) / (name + ".record")).string(), text.data(), text.size(), nullptr, 0);
+  });
+}
+
+bool Checkpoint::load_record(const std::string& name, nlohmann::json& record) const {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  std::string text;
+  run_collectively(comm_, [&] {
+    if (rank != 0) return;
+    const auto path = fs::path(dir_) / (name + ".record");
+    std::ifstream in(path);
+    if (!in) return;
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!nlohmann::json::accept(text)) throw InputError("checkpoint record '" + path.string() + "' is damaged");
+  });
+  int64_t size = static_cast<int64_t>(text.size());
+  check_mpi(MPI_Bcast(&size, 1, MPI_INT64_T, 0, comm_), "MPI_Bcast");
+  if (size == 0) return false;
+  text.resize(static_cast<std::size_t>(size));
+  check_mpi(MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, comm_), "MPI_Bcast");
+  record = nlohmann::json::parse(text);
+  return true;
+}
+
+void Checkpoint::save_array(const std::string& name, int64_t n, int64_t k, const double* data) const {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  run_collectively(comm_, [&] {
+    if (rank != 0) return;
+    PanelHeader h{};
+    std::memcpy(h.magic, kMagic, 8);
+    h.n = n;
+    h.j1 = k;
+    h.element_bytes = sizeof(double);
+    const std::size_t bytes = static_cast<std::size_t>(n * k) * sizeof(double);
+    h.checksum = fnv1a(data, bytes);
+    write_atomically((fs::path(dir_) / (name + ".panel")).string(), &h, sizeof h, data, bytes);
+  });
+}
+
+bool Checkpoint::load_array(const std::string& name, int64_t n, int64_t k, double* data) const {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  int found = 0;
+  run_collectively(comm_, [&] {
+    if (rank == 0) found = read_panel<double>((fs::path(dir_) / (name + ".panel")).string(), 0, k, n, data) ? 1 : 0;
+  });
+  check_mpi(MPI_Bcast(&found, 1, MPI_INT, 0, comm_), "MPI_Bcast");
+  return found != 0;
 }
 
 template bool read_panel<double>(const std::string&, int64_t, int64_t, int64_t, double*);

@@ -101,8 +101,8 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
 
   try {
     run_collectively(comm, [&] { o.problem.dtype = parse_dtype(dtype); });
-    const bool dense = !*layout && !*plan && !*exporter && !*spectrum && method == "dense";
-    if (!dense) restore_stop_signals();  // only the dense run checkpoints and stops cleanly
+    // Only the dense and matrix-free runs poll the flag, checkpoint and stop cleanly.
+    if (*layout || *plan || *exporter) restore_stop_signals();
     if (*layout)
       run_layout(o, comm);
     else if (*plan)

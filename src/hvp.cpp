@@ -211,9 +211,10 @@ void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   const int64_t saved = e.panel;
   e.panel = probe;
   std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * (e.p.scalar_type == torch::kFloat64 ? 8 : 4));
+  torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
+  e.compute(0, probe, out);  // builds (and caches) the first-order graph: not a per-column cost
   reset_peak_rss();
   const std::size_t before = current_rss_bytes();
-  torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
   e.compute(0, probe, out);
   const double per_column = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
   const int64_t fits = per_column > 0 ? static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column) : saved;

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   dhess::catch_stop_signals();
   MPI_Init(&argc, &argv);
+  dhess::catch_stop_signals();  // MPI_Init may install its own handlers
   int code = dhess::run_cli(argc, argv, MPI_COMM_WORLD);
   MPI_Finalize();
   return code;

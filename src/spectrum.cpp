@@ -5,9 +5,11 @@
 #include <cmath>
 #include <fstream>
 
+#include "dhess/checkpoint.hpp"
 #include "dhess/collective.hpp"
 #include "dhess/errors.hpp"
 #include "dhess/hvp.hpp"
+#include "dhess/interrupt.hpp"
 #include "dhess/io/hdf5_matrix.hpp"
 #include "dhess/io/npy.hpp"
 #include "dhess/io/output_dir.hpp"
@@ -98,6 +100,46 @@ std::vector<double> gather_to_root(const std::vector<double>& mine, const RowSha
   return all;
 }
 
+// Columns of row-sharded vectors (rows × k, column-major) to and from rank 0 (n × k).
+struct ShardLayout {
+  std::vector<int> counts, displs;
+  ShardLayout(int64_t n, MPI_Comm comm) {
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    for (int p = 0; p < size; ++p) {
+      RowShard s = RowShard::of(n, p, size);
+      counts.push_back(static_cast<int>(s.rows()));
+      displs.push_back(static_cast<int>(s.begin));
+    }
+  }
+};
+
+std::vector<double> gather_columns_to_root(const std::vector<double>& local, const RowShard& shard, int64_t k,
+                                           MPI_Comm comm) {
+  ShardLayout l(shard.n, comm);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  std::vector<double> all(rank == 0 ? static_cast<std::size_t>(shard.n * k) : 0);
+  for (int64_t c = 0; c < k; ++c)
+    check_mpi(MPI_Gatherv(local.data() + c * shard.rows(), static_cast<int>(shard.rows()), MPI_DOUBLE,
+                          rank == 0 ? all.data() + c * shard.n : nullptr, l.counts.data(), l.displs.data(), MPI_DOUBLE,
+                          0, comm),
+              "MPI_Gatherv");
+  return all;
+}
+
+std::vector<double> scatter_columns_from_root(const std::vector<double>& all, const RowShard& shard, int64_t k,
+                                              MPI_Comm comm) {
+  ShardLayout l(shard.n, comm);
+  std::vector<double> local(static_cast<std::size_t>(shard.rows() * k));
+  for (int64_t c = 0; c < k; ++c)
+    check_mpi(MPI_Scatterv(all.empty() ? nullptr : all.data() + c * shard.n, l.counts.data(), l.displs.data(),
+                           MPI_DOUBLE, local.data() + c * shard.rows(), static_cast<int>(shard.rows()), MPI_DOUBLE, 0,
+                           comm),
+              "MPI_Scatterv");
+  return local;
+}
+
 }  // namespace
 
 void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm) {
@@ -154,6 +196,33 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     warn(r, "SLQ runs without reorthogonalization to fit memory (more ranks restore it)");
   OutputDir out(o.out, o.force, comm);
 
+  // Each finished phase is kept; a signal stops the run between phases (exit 75).
+  std::unique_ptr<Checkpoint> checkpoint;
+  if (!o.checkpoint.empty()) {
+    json params = json::array();
+    for (const auto& info : problem.layout().parameters()) params.push_back({info.name, info.shape});
+    const bool builtin = o.problem.model.rfind("builtin:", 0) == 0;
+    json identity = {{"method", "matrix-free"},
+                     {"model", builtin ? o.problem.model : file_hash(o.problem.model)},
+                     {"data", o.problem.data.empty() ? std::string() : file_hash(o.problem.data)},
+                     {"loss", problem.loss_name()},
+                     {"n", n},
+                     {"parameters", params},
+                     {"train_mode", o.problem.train_mode},
+                     {"settings", {so.top, so.bottom, so.max_steps, so.tolerance, so.slq_probes, so.slq_steps,
+                                   so.trace_probes, so.diagonal, so.diagonal_probes, so.seed}}};
+    checkpoint = std::make_unique<Checkpoint>(o.checkpoint, identity, o.resume, comm);
+  }
+  auto phase_done = [&](const char* phase) {
+    if (!stop_requested(comm)) return;
+    Interrupted stop(std::string("stopped by a signal after the ") + phase + " phase; " +
+                     (checkpoint ? "finished phases are in checkpoint '" + checkpoint->dir() +
+                                       "': rerun the same command with --resume"
+                                 : std::string("no --checkpoint was given, so nothing was kept")));
+    stop.mark_agreed();  // every rank saw the same allreduced flag
+    throw stop;
+  };
+
   say(r, o,
       "dhess spectrum: " + problem.description() + "\n  n = " + std::to_string(n) + " parameters, " +
           std::to_string(r.size) + " rank(s) (data-parallel: " + std::to_string(problem.num_samples()) +
@@ -176,8 +245,29 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     lo.max_steps = so.max_steps;
     lo.tolerance = so.tolerance;
     lo.seed = so.seed;
-    lanczos = lanczos_extremes(apply, shard, lo, comm);
+    json record;
+    if (checkpoint && checkpoint->load_record("lanczos", record)) {
+      lanczos.steps = record["steps"];
+      lanczos.norm_estimate = record["norm_estimate"];
+      for (const auto& p : record["pairs"]) lanczos.pairs.push_back({p[0], p[1], p[2]});
+      const int64_t k = static_cast<int64_t>(lanczos.pairs.size());
+      std::vector<double> all(r.root() ? static_cast<std::size_t>(n * k) : 0);
+      if (!checkpoint->load_array("lanczos_vectors", n, k, all.data()))
+        run_collectively(comm, [&] { throw InputError("checkpoint '" + o.checkpoint + "' lacks lanczos_vectors.panel"); });
+      lanczos.vectors = scatter_columns_from_root(all, shard, k, comm);
+    } else {
+      lanczos = lanczos_extremes(apply, shard, lo, comm);
+      if (checkpoint) {
+        const int64_t k = static_cast<int64_t>(lanczos.pairs.size());
+        checkpoint->save_array("lanczos_vectors", n, k, gather_columns_to_root(lanczos.vectors, shard, k, comm).data());
+        json pairs = json::array();
+        for (const auto& p : lanczos.pairs) pairs.push_back({p.value, p.residual, p.converged});
+        checkpoint->save_record("lanczos", {{"steps", lanczos.steps}, {"norm_estimate", lanczos.norm_estimate},
+                                            {"pairs", pairs}});
+      }
+    }
     timings["lanczos"] = MPI_Wtime() - t;
+    phase_done("Lanczos");
     json pairs = json::array();
     int64_t unconverged = 0;
     for (const auto& p : lanczos.pairs) {
@@ -200,7 +290,17 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   Density density;
   if (so.slq_probes > 0) {
     double t = MPI_Wtime();
-    nodes = slq_nodes(apply, shard, so.slq_probes, so.slq_steps, slq_reorth, so.seed, comm);
+    json record;
+    if (checkpoint && checkpoint->load_record("slq", record)) {
+      for (const auto& q : record["nodes"]) nodes.push_back({q[0].get<int>(), q[1].get<double>(), q[2].get<double>()});
+    } else {
+      nodes = slq_nodes(apply, shard, so.slq_probes, so.slq_steps, slq_reorth, so.seed, comm);
+      if (checkpoint) {
+        json list = json::array();
+        for (const auto& q : nodes) list.push_back({q.probe, q.node, q.weight});
+        checkpoint->save_record("slq", {{"nodes", list}});
+      }
+    }
     density = smooth_density(nodes, so.slq_probes, 1000, so.sigma);
     timings["slq"] = MPI_Wtime() - t;
     double trace_slq = 0;
@@ -211,18 +311,28 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
                           {"sigma", density.sigma},
                           {"normalization", "integrates to 1: density * n * d(lambda) counts eigenvalues"},
                           {"trace_from_slq", trace_slq * static_cast<double>(n) / static_cast<double>(so.slq_probes)}};
+    phase_done("density");
   }
 
   // Trace.
   if (so.trace_probes > 0) {
     double t = MPI_Wtime();
-    TraceEstimate te = estimate_trace(apply, shard, so.trace_probes, so.seed, comm);
+    TraceEstimate te;
+    json record;
+    if (checkpoint && checkpoint->load_record("trace", record)) {
+      te = {record[0], record[1], record[2], record[3], record[4]};
+    } else {
+      te = estimate_trace(apply, shard, so.trace_probes, so.seed, comm);
+      if (checkpoint)
+        checkpoint->save_record("trace", {te.hutchinson, te.hutchinson_stderr, te.hutchpp, te.hutchpp_stderr, te.probes});
+    }
     timings["trace"] = MPI_Wtime() - t;
     summary["trace"] = {{"hutchinson", te.hutchinson},
                         {"hutchinson_stderr", te.hutchinson_stderr},
                         {"hutchpp", te.hutchpp},
                         {"hutchpp_stderr", te.hutchpp_stderr},
                         {"products", te.probes}};
+    phase_done("trace");
   }
 
   // Diagonal.
@@ -230,10 +340,23 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   std::string diagonal_mode = so.diagonal == "auto" ? (n <= 20000 ? "exact" : "hutchinson") : so.diagonal;
   if (diagonal_mode != "none") {
     double t = MPI_Wtime();
-    if (diagonal_mode == "exact")
-      diagonal = exact_diagonal(op, shard, std::max<int64_t>(1, std::min<int64_t>(engine->panel_width(), 64)));
-    else
-      estimate_diagonal(apply, shard, so.diagonal_probes, so.seed, diagonal, diagonal_err, comm);
+    const int64_t k = diagonal_mode == "exact" ? 1 : 2;
+    std::vector<double> all(r.root() ? static_cast<std::size_t>(n * k) : 0);
+    if (checkpoint && checkpoint->load_array("diagonal", n, k, all.data())) {
+      std::vector<double> both = scatter_columns_from_root(all, shard, k, comm);
+      diagonal.assign(both.begin(), both.begin() + shard.rows());
+      if (k == 2) diagonal_err.assign(both.begin() + shard.rows(), both.end());
+    } else {
+      if (diagonal_mode == "exact")
+        diagonal = exact_diagonal(op, shard, std::max<int64_t>(1, std::min<int64_t>(engine->panel_width(), 64)));
+      else
+        estimate_diagonal(apply, shard, so.diagonal_probes, so.seed, diagonal, diagonal_err, comm);
+      if (checkpoint) {
+        std::vector<double> both = diagonal;
+        both.insert(both.end(), diagonal_err.begin(), diagonal_err.end());
+        checkpoint->save_array("diagonal", n, k, gather_columns_to_root(both, shard, k, comm).data());
+      }
+    }
     timings["diagonal"] = MPI_Wtime() - t;
   }
 

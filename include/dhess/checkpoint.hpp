@@ -1,8 +1,9 @@
 #pragma once
-// Checkpoint: finished Hessian column panels on disk, so a run stopped by a
-// time limit or a signal resumes without recomputing them, also on another
-// rank count. Panels are keyed by their column range, which depends only on
-// the panel width k (recorded in the metadata), never on the grid.
+// Checkpoint: finished work on disk, so a run stopped by a time limit or a
+// signal resumes without recomputing it, also on another rank count. The dense
+// path saves Hessian column panels, keyed by their column range (which depends
+// only on the panel width k recorded in the metadata, never on the grid); the
+// matrix-free path saves each finished phase as a record plus named arrays.
 #include <mpi.h>
 
 #include <cstdint>
@@ -40,11 +41,19 @@ class Checkpoint {
   template <typename T>
   void save(int64_t j0, int64_t j1, int64_t n, const T* panel) const;
 
+  // A finished phase of the matrix-free path: a JSON record (rank 0 writes; every
+  // rank gets it back) and named n×k arrays written by rank 0. Collective.
+  void save_record(const std::string& name, const nlohmann::json& record) const;
+  bool load_record(const std::string& name, nlohmann::json& record) const;
+  void save_array(const std::string& name, int64_t n, int64_t k, const double* data) const;
+  bool load_array(const std::string& name, int64_t n, int64_t k, double* data) const;
+
   const std::string& dir() const { return dir_; }
 
  private:
   std::string panel_path(int64_t j0, int64_t j1) const;
   std::string dir_;
+  MPI_Comm comm_;
   int64_t panel_width_ = 0;
   int64_t panels_found_ = 0;
 };

@@ -43,6 +43,16 @@ def rank_pids(launcher):
     return found
 
 
+def catches_sigusr1(pid):
+    """True once the process has installed its SIGUSR1 handler (first thing in main())."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
+        return bool(int(mask, 16) & (1 << (signal.SIGUSR1 - 1)))
+    except (OSError, StopIteration):
+        return False
+
+
 def wait_for_panels(directory, count, proc, timeout=120):
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
@@ -110,6 +120,36 @@ class Checkpoint(unittest.TestCase):
         code, _, err = dhess(2, *MODEL, "--checkpoint", self.ck, "--out", out + "3")
         self.assertEqual(code, 64, err)
         self.assertIn("--resume", err)
+
+    def test_matrix_free_run_stops_after_a_phase_and_resumes_identically(self):
+        spectrum = ["spectrum", "--model", "builtin:convnet:3", "--top", "3", "--bottom", "3", "--slq-probes", "4",
+                    "--slq-steps", "20", "--trace-probes", "9", "--diagonal", "hutchinson", "--diagonal-probes", "8"]
+        out = os.path.join(self.tmp.name, "s")
+        cmd = [MPIEXEC, "-n", "2", BIN] + spectrum + ["--checkpoint", self.ck, "--out", out, "-q"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        end = time.time() + 60
+        while not (rank_pids(p) and all(catches_sigusr1(pid) for pid in rank_pids(p))) and time.time() < end:
+            time.sleep(0.05)
+        for pid in rank_pids(p):
+            os.kill(pid, signal.SIGUSR1)
+        _, err = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 75, err)
+        self.assertIn("phase", err)
+        self.assertTrue(os.path.exists(os.path.join(self.ck, "lanczos.record")))
+        self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
+        code, _, err = dhess(1, *spectrum, "--checkpoint", self.ck, "--resume", "--out", out)
+        self.assertEqual(code, 0, err)
+        ref = os.path.join(self.tmp.name, "ref")
+        code, _, err = dhess(1, *spectrum, "--out", ref)
+        self.assertEqual(code, 0, err)
+        np.testing.assert_allclose(np.load(os.path.join(out, "eigenvalues.npy")),
+                                   np.load(os.path.join(ref, "eigenvalues.npy")), rtol=1e-12)
+        a = json.load(open(os.path.join(out, "summary.json")))
+        b = json.load(open(os.path.join(ref, "summary.json")))
+        self.assertAlmostEqual(a["trace"]["hutchpp"], b["trace"]["hutchpp"], delta=1e-9 * abs(b["trace"]["hutchpp"]))
+        np.testing.assert_allclose(np.loadtxt(os.path.join(out, "slq_nodes.csv"), delimiter=",", skiprows=1),
+                                   np.loadtxt(os.path.join(ref, "slq_nodes.csv"), delimiter=",", skiprows=1),
+                                   rtol=1e-9, atol=1e-12)
 
 
 if __name__ == "__main__":
