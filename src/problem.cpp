@@ -165,6 +165,24 @@ int64_t required_arity(const torch::jit::Module& module, int64_t* total) {
   return required;
 }
 
+// Why a loss can be NaN/Inf: the tensors of the model that hold such values,
+// or, when there are none, the model's own arithmetic.
+std::string nonfinite_state(const torch::jit::Module& module) {
+  std::string found;
+  auto scan = [&](const std::string& kind, const std::string& name, const torch::Tensor& t) {
+    if (!t.is_floating_point()) return;
+    auto bad = (~torch::isfinite(t.detach())).sum().item<int64_t>();
+    if (bad > 0)
+      found += (found.empty() ? "" : ", ") + kind + " '" + name + "' holds " + std::to_string(bad) + " NaN/Inf value" +
+               (bad > 1 ? "s" : "");
+  };
+  for (const auto& np : module.named_parameters(/*recurse=*/true)) scan("parameter", np.name, np.value);
+  for (const auto& nb : module.named_buffers(/*recurse=*/true)) scan("buffer", nb.name, nb.value);
+  return found.empty() ? "the parameters and inputs are finite, so the model's arithmetic overflows (log of 0, exp "
+                         "of a large value, division by 0?)"
+                       : found;
+}
+
 }  // namespace
 
 torch::Tensor Problem::Impl::loss_of(const MicroBatch& batch) const {
@@ -395,7 +413,8 @@ ProblemCheck Problem::check() {
     double v = value.item<double>();
     if (!std::isfinite(v))
       throw InputError("the loss is " + std::to_string(v) + " at the model's parameters" +
-                       (p.spec.data.empty() ? "" : " on data file '" + p.spec.data + "'"));
+                       (p.spec.data.empty() ? "" : " on data file '" + p.spec.data + "'") + "; " +
+                       nonfinite_state(p.module));
     result.loss += v;
     if (!value.requires_grad())
       throw InputError("the loss does not depend on any selected parameter (check --params and the model)");

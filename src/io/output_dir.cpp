@@ -1,8 +1,12 @@
 #include "dhess/io/output_dir.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "dhess/collective.hpp"
 #include "dhess/errors.hpp"
@@ -34,14 +38,16 @@ OutputDir::OutputDir(const std::string& path, bool force, MPI_Comm comm) : path_
     }
     fs::create_directories(path, ec);
     if (ec) throw ResourceError("cannot create output directory '" + path + "': " + ec.message());
-    const auto probe = fs::path(path) / ".dhess-write-test";
-    {
-      std::ofstream out(probe);
-      out << "probe";
-      out.flush();
-      if (!out) throw ResourceError("output directory '" + path + "' is not writable");
+    // A directory can be creatable and still take no data (read-only bind, full disk).
+    const std::string probe = (fs::path(path) / ".dhess-write-test").string();
+    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      if (::write(fd, "probe", 5) != 5) err = errno ? errno : EIO;
+      if (::close(fd) != 0 && err == 0) err = errno;
+      ::unlink(probe.c_str());
     }
-    fs::remove(probe, ec);
+    if (err) throw ResourceError("cannot write in output directory '" + path + "': " + std::strerror(err));
   });
 }
 
