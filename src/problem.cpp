@@ -150,10 +150,19 @@ std::pair<std::vector<torch::Tensor>, torch::Tensor> parse_data(const c10::IValu
   return {tensors_of(items[0], "inputs", path), items[1].toTensor()};
 }
 
+// Throws naming how many entries of `t` are NaN/Inf and where the first one is.
 void require_finite(const torch::Tensor& t, const std::string& what) {
   if (!t.is_floating_point()) return;
-  auto bad = (~torch::isfinite(t)).sum().item<int64_t>();
-  if (bad > 0) throw InputError(what + " contains " + std::to_string(bad) + " NaN or Inf values");
+  auto mask = ~torch::isfinite(t);
+  auto bad = mask.sum().item<int64_t>();
+  if (bad == 0) return;
+  std::vector<int64_t> first;
+  if (t.dim() > 0) {
+    auto index = mask.nonzero()[0].to(torch::kCPU).contiguous();  // nonzero() is column-major
+    first.assign(index.data_ptr<int64_t>(), index.data_ptr<int64_t>() + index.numel());
+  }
+  throw InputError(what + " contain " + std::to_string(bad) + " NaN or Inf value" + (bad > 1 ? "s" : "") +
+                   ", the first at " + shape_string(first));
 }
 
 int64_t required_arity(const torch::jit::Module& module, int64_t* total) {
@@ -329,12 +338,15 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
   // Data: move, convert, validate, split into micro-batches.
   const std::string data = spec.data.empty() ? std::string("built-in data") : "data file '" + spec.data + "'";
   for (auto& t : inputs) {
-    require_finite(t, data + " inputs");
-    if (t.is_floating_point()) t = t.to(p.scalar_type);
+    require_finite(t, "inputs of " + data);
+    if (t.is_floating_point() && t.scalar_type() != p.scalar_type) {
+      t = t.to(p.scalar_type);
+      require_finite(t, "inputs of " + data + " converted to --dtype " + dtype_name(spec.dtype));
+    }
     t = t.to(p.device);
   }
   if (targets.defined()) {
-    require_finite(targets, data + " targets");
+    require_finite(targets, "targets of " + data);
     bool classes = p.loss == LossKind::cross_entropy || p.loss == LossKind::nll;
     if (targets.scalar_type() == torch::kBool && classes)
       throw InputError(data + ": boolean targets cannot be class indices for --loss " + spec.loss);
@@ -430,7 +442,13 @@ ProblemCheck Problem::check() {
       continue;
     }
     double s = total[i].to(torch::kFloat64).pow(2).sum().item<double>();
-    if (!std::isfinite(s)) throw InputError("the gradient of parameter '" + info.name + "' is NaN or Inf");
+    if (!std::isfinite(s)) {
+      auto bad = (~torch::isfinite(total[i])).sum().item<int64_t>();
+      throw InputError("the gradient of parameter '" + info.name + "' " + shape_string(info.shape) + " has " +
+                       (bad > 0 ? std::to_string(bad) + " NaN or Inf entries" : std::string("an overflowing norm")) +
+                       " although the loss " + std::to_string(result.loss) +
+                       " is finite: the model is not differentiable at these parameters (sqrt or log of 0?)");
+    }
     sq += s;
   }
   result.gradient_norm = std::sqrt(sq);
