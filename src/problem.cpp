@@ -419,7 +419,7 @@ void Problem::keep_shard(int rank, int size) {
 ProblemCheck Problem::check() {
   Impl& p = *impl_;
   ProblemCheck result;
-  std::vector<torch::Tensor> total(p.params.size());
+  std::vector<torch::Tensor> total(p.params.size()), curvature(p.params.size());
   for (const auto& batch : p.batches) {
     torch::Tensor value = p.loss_of(batch);
     double v = value.item<double>();
@@ -430,9 +430,27 @@ ProblemCheck Problem::check() {
     result.loss += v;
     if (!value.requires_grad())
       throw InputError("the loss does not depend on any selected parameter (check --params and the model)");
-    auto grads = torch::autograd::grad({value}, p.params, {}, false, false, /*allow_unused=*/true);
-    for (std::size_t i = 0; i < grads.size(); ++i)
-      if (grads[i].defined()) total[i] = total[i].defined() ? total[i] + grads[i] : grads[i];
+    auto grads = torch::autograd::grad({value}, p.params, {}, /*retain_graph=*/true, /*create_graph=*/true,
+                                       /*allow_unused=*/true);
+    // One Hessian-vector product H·1 along the same graph: a NaN or Inf anywhere in a
+    // row of H shows up in it, before the eigensolver would choke on it.
+    std::vector<torch::Tensor> outputs, ones;
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      total[i] = total[i].defined() ? total[i] + grads[i].detach() : grads[i].detach();
+      if (grads[i].requires_grad()) outputs.push_back(grads[i]), ones.push_back(torch::ones_like(grads[i]));
+    }
+    if (outputs.empty()) continue;
+    std::vector<torch::Tensor> hv;
+    try {
+      hv = torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
+                                 /*allow_unused=*/true);
+    } catch (const c10::Error& e) {
+      throw InputError("the model has no second derivative (torch cannot differentiate its gradient): " +
+                       torch_message(e));
+    }
+    for (std::size_t i = 0; i < hv.size(); ++i)
+      if (hv[i].defined()) curvature[i] = curvature[i].defined() ? curvature[i] + hv[i] : hv[i];
   }
   double sq = 0;
   for (std::size_t i = 0; i < total.size(); ++i) {
@@ -450,6 +468,16 @@ ProblemCheck Problem::check() {
                        " is finite: the model is not differentiable at these parameters (sqrt or log of 0?)");
     }
     sq += s;
+  }
+  for (std::size_t i = 0; i < curvature.size(); ++i) {
+    if (!curvature[i].defined()) continue;
+    auto bad = (~torch::isfinite(curvature[i])).sum().item<int64_t>();
+    if (bad == 0) continue;
+    const auto& info = p.layout.parameters()[i];
+    throw InputError("the Hessian has NaN or Inf entries in " + std::to_string(bad) + " row(s) of parameter '" +
+                     info.name + "' " + shape_string(info.shape) + " although the loss " +
+                     std::to_string(result.loss) + " and its gradient are finite: the loss is not twice "
+                     "differentiable at these parameters (|w|^1.5 or sqrt at 0?)");
   }
   result.gradient_norm = std::sqrt(sq);
   return result;

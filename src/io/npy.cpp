@@ -1,5 +1,7 @@
 #include "dhess/io/npy.hpp"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <regex>
 
@@ -17,6 +19,7 @@ void write_npy(const std::string& path, const double* data, const std::vector<in
   std::size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
+  errno = 0;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   const unsigned short len = static_cast<unsigned short>(header.size());
   out.write("\x93NUMPY\x01\x00", 8);
@@ -24,8 +27,10 @@ void write_npy(const std::string& path, const double* data, const std::vector<in
   out.put(static_cast<char>(len >> 8));
   out << header;
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(double)));
-  out.flush();
-  if (!out) throw ResourceError("cannot write '" + path + "' (disk full or not writable?)");
+  out.close();  // a network file system may report a full disk only here
+  if (!out)
+    throw ResourceError("cannot write '" + path + "': " +
+                        (errno ? std::strerror(errno) : "disk full or not writable?"));
 }
 
 NpyArray read_npy(const std::string& path) {

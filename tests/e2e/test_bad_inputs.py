@@ -102,6 +102,35 @@ def write_fixtures(d):
         def forward(self, x):
             return self.l(x) + 0 * torch.sqrt(self.w).sum()
 
+    class NanHessian(nn.Module):
+        """Finite loss and gradient, NaN Hessian: d2/dw2 |w|^1.5 at w = 0 is 0.75 |w|^-0.5 sign(w)^2 = inf * 0."""
+
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 2)
+            self.w = nn.Parameter(torch.zeros(3))
+
+        def forward(self, x):
+            return self.l(x) + (self.w.abs() ** 1.5).sum()
+
+    class Raises(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 2)
+
+        def forward(self, x):
+            if x.dim() != 2:
+                raise ValueError("x must be 2-D")
+            return self.l(x)
+
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            return self.c(x).flatten(1)
+
     class Unused(nn.Module):
         def __init__(self):
             super().__init__()
@@ -159,6 +188,13 @@ def write_fixtures(d):
             inf.l.weight[0, 0] = float("inf")
         script(inf, p("inf_param.pt"))
         script(NanGradient(), p("nan_grad.pt"))
+        script(NanHessian(), p("nan_hessian.pt"))
+        script(Raises(), p("raises.pt"))
+        torch.save((torch.randn(30, 4, 2, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)),
+                   p("inputs_3d.pt"))
+        script(Conv(), p("conv.pt"))
+        torch.save((torch.randn(6, 3, 5, 5, dtype=torch.float64), torch.randn(6, 36, dtype=torch.float64)),
+                   p("rgb_images.pt"))
         script(Unused(), p("unused.pt"))
         torch.save((torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)),
                    p("unused_data.pt"))
@@ -276,6 +312,16 @@ class BadInputs(unittest.TestCase):
                                  "mat1 and mat2 shapes cannot be multiplied (6x75 and 100x3)")
         self.assertNotIn("Traceback", line)
 
+    def test_model_forward_raises(self):
+        # TorchScript wraps the exception in an interpreter traceback; one line of it is kept.
+        self.expect_error(65, self.linear(**{"--model": self.f("raises.pt"), "--data": self.f("inputs_3d.pt")}),
+                          self.f("inputs_3d.pt"), "[30,4,2]", "ValueError: x must be 2-D")
+
+    def test_image_channels_rejected_by_conv(self):
+        line = self.expect_error(65, self.linear(**{"--model": self.f("conv.pt"), "--data": self.f("rgb_images.pt")}),
+                                 "[6,3,5,5]", "expected input[6, 3, 5, 5] to have 1 channels, but got 3")
+        self.assertNotIn("Traceback", line)
+
     def test_float_targets_with_nll(self):
         self.expect_error(65, ["--model", self.f("logsoftmax.pt"), "--data", self.f("float_targets.pt"), "--loss",
                                "nll"], "--loss nll", "integer class targets", self.f("float_targets.pt"), "Double")
@@ -308,6 +354,11 @@ class BadInputs(unittest.TestCase):
     def test_nan_gradient(self):
         self.expect_error(65, self.linear(**{"--model": self.f("nan_grad.pt")}), "gradient of parameter 'w' [3]",
                           "3 NaN or Inf entries", "loss")
+
+    def test_nan_hessian_at_finite_gradient(self):
+        # Caught before the eigensolver (which would print ScaLAPACK's own complaints and fail on one rank
+        # after another): the Hessian columns of parameter 'w' are NaN.
+        self.expect_error(65, self.linear(**{"--model": self.f("nan_hessian.pt")}), "Hessian", "NaN")
 
     def test_params_matching_nothing(self):
         self.expect_error(64, self.linear(**{"--params": "^conv"}), "--params '^conv'", "l.weight")
@@ -468,7 +519,7 @@ class BadInputs(unittest.TestCase):
         with self.small_disk() as mnt:
             self.fill(mnt, 4096)
             out = os.path.join(mnt, "r")
-            self.expect_error(74, self.wide(), "eigenvalues.npy", out=out)
+            self.expect_error(74, self.wide(), "eigenvalues.npy", "No space left on device", out=out)
 
     def test_disk_full_writing_json(self):
         # One free page: eigenvalues.npy (10 x 8 bytes) takes it, layout.json finds the disk full.
@@ -482,6 +533,12 @@ class BadInputs(unittest.TestCase):
             self.fill(mnt, 0)
             out = os.path.join(mnt, "r")
             self.expect_error(74, self.linear(), out, "No space left on device", out=out)
+
+    def test_disk_full_for_the_checkpoint(self):
+        with self.small_disk() as mnt:
+            self.fill(mnt, 0)
+            ck = os.path.join(mnt, "ck")
+            self.expect_error(74, self.linear() + ["--checkpoint", ck], ck, "No space left on device")
 
     # ---- checkpoints -----------------------------------------------------------------------------
 
