@@ -415,6 +415,15 @@ class BadInputs(unittest.TestCase):
     def test_unknown_solver(self):
         self.expect_error(64, self.linear(**{"--solver": "lapack"}), "--solver 'lapack'")
 
+    def test_unknown_hvp_mode(self):
+        self.expect_error(64, self.linear(**{"--hvp-mode": "fast"}), "--hvp-mode 'fast'")
+
+    def test_cuda_without_a_gpu(self):
+        import shutil
+        if shutil.which("nvidia-smi"):
+            self.skipTest("this machine has a GPU")
+        self.expect_error(64, self.linear(**{"--device": "cuda"}), "--device cuda", "no CUDA device")
+
     def test_top_k_larger_than_n(self):
         self.expect_error(64, self.linear(**{"--eigen": "top:11"}), "--eigen top:11", "n = 10")
 
