@@ -113,10 +113,13 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& identity, b
       }
       for (const auto& [key, value] : identity.items()) {
         if (key == "panel_width") continue;
-        if (!saved.contains(key) || saved[key] != value)
-          throw InputError("checkpoint '" + dir + "' was written for a different problem: " + key + " is " +
-                           (saved.contains(key) ? saved[key].dump() : std::string("missing")) + " there but " +
-                           value.dump() + " now");
+        if (saved.contains(key) && saved[key] == value) continue;
+        if (key == "model" || key == "data")  // hashes: say which file, not the numbers
+          throw InputError("checkpoint '" + dir + "' was written for a different problem: the " + key +
+                           " file is not the one it was computed from");
+        throw InputError("checkpoint '" + dir + "' was written for a different problem: " + key + " is " +
+                         (saved.contains(key) ? saved[key].dump() : std::string("missing")) + " there but " +
+                         value.dump() + " now");
       }
       info[0] = saved.value("panel_width", info[0]);
       info[1] = panels;

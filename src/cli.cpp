@@ -13,6 +13,19 @@
 namespace dhess {
 namespace {
 
+// CLI11's own PositiveNumber says "Value 0 not in range 0.000000 to 1.79e308".
+const CLI::Validator positive_integer(
+    [](std::string& text) -> std::string {
+      try {
+        std::size_t used = 0;
+        long long v = std::stoll(text, &used);
+        if (used == text.size() && v > 0) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be a positive integer, not '" + text + "'";
+    },
+    "POSITIVE");
+
 std::string join_args(int argc, char** argv) {
   std::string s;
   for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
@@ -26,12 +39,12 @@ void add_problem_options(CLI::App& app, RunOptions& o, std::string& dtype) {
   app.add_option("--loss", o.problem.loss, "cross_entropy | mse | nll | bce_with_logits | none (forward returns the loss)");
   app.add_option("--params", o.problem.params_regex, "keep only parameters whose name matches this regex");
   app.add_option("--batch-size", o.problem.batch_size, "micro-batch size (H is always that of the mean loss over all data)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer);
   app.add_flag("--train-mode", o.problem.train_mode, "run the model in train mode (default: eval)");
   app.add_option("--dtype", dtype, "float64 (default) | float32");
   app.add_option("--device", o.device, "cpu | cuda | auto (default): one GPU per rank when there are GPUs");
   app.add_option("--threads", o.threads, "compute threads per rank (default: SLURM_CPUS_PER_TASK, else cores/ranks)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer);
 }
 
 }  // namespace
@@ -55,8 +68,8 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   app.add_option("--eigen", o.eigen, "values (default) | all | top:K | bottom:K | none");
   app.add_option("--solver", o.solver, "auto (default) | pdsyevd | pdsyevr | elpa");
   app.add_option("--grid", o.grid, "process grid RxC (default: near-square)");
-  app.add_option("--block", o.block, "block size of the block-cyclic matrix (default: 64)")->check(CLI::PositiveNumber);
-  app.add_option("--panel", o.panel, "Hessian columns per HVP pass (default: automatic)")->check(CLI::PositiveNumber);
+  app.add_option("--block", o.block, "block size of the block-cyclic matrix (default: 64)")->check(positive_integer);
+  app.add_option("--panel", o.panel, "Hessian columns per HVP pass (default: automatic)")->check(positive_integer);
   app.add_option("--hvp-mode", o.hvp_mode, "auto (default) | batched | one_column");
   app.add_option("--checkpoint", o.checkpoint, "directory for finished column panels");
   app.add_flag("--resume", o.resume, "continue from --checkpoint");
@@ -68,7 +81,7 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   bool plan_json = false;
   auto* plan = app.add_subcommand("plan", "pre-flight: memory per rank, time estimate, whether it fits");
   plan->add_option("--ranks", planned_ranks, "plan for this many ranks (default: the ranks of this job)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer);
   plan->add_flag("--json", plan_json, "print the plan as JSON");
   std::string method = "dense";
   app.add_option("--method", method, "dense (default) | lanczos (the same as the spectrum subcommand)");
@@ -94,9 +107,10 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (rank != 0) return e.get_exit_code() == 0 ? 0 : static_cast<int>(ExitCode::usage);
-    int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    if (e.get_exit_code() == 0) return rank == 0 ? app.exit(e) : 0;  // --help, --version
+    // Every rank parsed the same arguments, so all exit here alike; one line, from rank 0.
+    if (rank == 0) std::fprintf(stderr, "dhess: error: %s (see dhess --help)\n", first_line(e.what()).c_str());
+    return static_cast<int>(ExitCode::usage);
   }
 
   try {

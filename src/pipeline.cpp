@@ -346,6 +346,16 @@ struct Setup {
   NodePlacement place;
 };
 
+// Memory readings differ between ranks: decide on the worst rank's numbers, the same everywhere.
+void agree_on_plan(const Rank& r, MemoryPlan& m) {
+  double most[2] = {m.baseline, m.total}, least = m.available;
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, most, 2, MPI_DOUBLE, MPI_MAX, r.comm), "MPI_Allreduce");
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &least, 1, MPI_DOUBLE, MPI_MIN, r.comm), "MPI_Allreduce");
+  m.baseline = most[0];
+  m.total = most[1];
+  m.available = least;
+}
+
 BatchMode parse_hvp_mode(const std::string& text) {
   if (text == "auto") return BatchMode::automatic;
   if (text == "batched") return BatchMode::batched;
@@ -368,6 +378,10 @@ int64_t ranks_that_fit(const RunOptions& o, const Setup& s, int ranks, double av
 
 std::string memory_refusal(const Setup& s, int64_t ranks) {
   const MemoryPlan& m = s.plan;
+  if (m.baseline + m.panel >= m.available)
+    return "n = " + std::to_string(s.n) + ": the process itself needs " + human_bytes(m.baseline + m.panel) +
+           " per rank (torch, model, data, one panel) but " +
+           human_bytes(m.available) + " is available per rank: more ranks will not help; give each rank more memory";
   return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
          ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
@@ -402,16 +416,17 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
     run_collectively(r.comm, [&] { s.engine->fit_panel_to(static_cast<std::size_t>(0.1 * available)); });
     int64_t mine = s.engine->panel_width(), smallest = mine;
     check_mpi(MPI_Allreduce(&mine, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm), "MPI_Allreduce");
-    if (smallest != mine)
-      run_collectively(r.comm, [&] {
-        HvpOptions options;
-        options.panel = smallest;
-        options.mode = parse_hvp_mode(o.hvp_mode);
-        s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
-      });
+    run_collectively(r.comm, [&] {
+      if (smallest == mine) return;
+      HvpOptions options;
+      options.panel = smallest;
+      options.mode = parse_hvp_mode(o.hvp_mode);
+      s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
+    });
   }
   s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
                        s.engine->panel_width(), s.place.local_size);
+  agree_on_plan(r, s.plan);
   return s;
 }
 

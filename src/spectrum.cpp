@@ -174,10 +174,13 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   const double row_bytes = 8.0 * static_cast<double>(shard.rows());
   const int64_t steps = std::min(so.max_steps, n);
   const double lanczos_bytes = row_bytes * static_cast<double>(steps + 1 + so.top + so.bottom);
-  const double available = o.mem_per_rank > 0 ? o.mem_per_rank
+  const double local_available = o.mem_per_rank > 0 ? o.mem_per_rank
                                               : static_cast<double>(available_memory_bytes()) /
                                                     std::max(1, node_placement(comm, process_env()).local_size);
-  const double baseline = static_cast<double>(current_rss_bytes());
+  double baseline = static_cast<double>(current_rss_bytes()), available = local_available;
+  // Ranks must agree on every choice derived from memory (chunking, reorthogonalization).
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &baseline, 1, MPI_DOUBLE, MPI_MAX, comm), "MPI_Allreduce");
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &available, 1, MPI_DOUBLE, MPI_MIN, comm), "MPI_Allreduce");
   const int64_t product_columns =
       std::max<int64_t>(1, std::min<int64_t>(engine->panel_width(), static_cast<int64_t>(0.1 * available / (16.0 * n))));
   const double product_bytes = 16.0 * static_cast<double>(n) * static_cast<double>(product_columns);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Bad inputs end to end: one test per row of the bad-input table (tests/e2e/BAD_INPUTS.md).
+"""Bad inputs end to end: one test per row of the bad-input table (README.md, "Exit codes and errors").
 
 Every row runs `mpiexec -n 2 dhess ...` (one rank where the row is about one rank) and checks
 what a user sees: the exit code class (64 usage, 65 input, 74 resource), exactly one
