@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -14,8 +15,17 @@
 
 namespace {
 
+const std::string& scratch_path() {
+  static const std::string path = [] {
+    std::string p = "/tmp/dhess-fuzz-" + std::to_string(getpid());
+    std::atexit([] { std::remove(scratch_path().c_str()); });
+    return p;
+  }();
+  return path;
+}
+
 std::string scratch_file(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/dhess-fuzz-" + std::to_string(getpid());
+  const std::string& path = scratch_path();
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return path;
   std::fwrite(data, 1, size, f);
