@@ -180,7 +180,26 @@ Spectrum<T> run_pdsyevr(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const 
   int iquery = 0, info = 0, m = 0, nz = 0;
   syevr<T>(jobz, range, n, h.data(), h.desc(), il, iu, &m, &nz, w.data(), z, descz, &query, -1, &iquery, -1, &info);
   check_info(info, s.routine.c_str());
-  int lwork = round_up(query, 0);
+  // With the "optimal" workspace pdsyevr's PDSYNTRD gathers the whole matrix
+  // onto a sqrt(P)×sqrt(P) sub-grid (one process for P < 4): n² extra elements
+  // on one rank. A workspace below that threshold keeps the distributed PDSYTRD
+  // and measured faster too (bench/RESULTS.md).
+  const int64_t n64 = n, nb = h.col_block();
+  const int64_t np = h.row_axis().local_extent(std::max(h.my_row(), 0));
+  const int64_t head = 5 * n64 + 3;  // pdsyevr's own arrays before its work space
+  const int64_t distributed = head + std::max<int64_t>(12 * n64, (np + 1) * nb) + 3 * nb + 1024;
+  // pdsyevr's own minimum (its LWMIN), from process (0, 0)'s share of A and Z.
+  const int64_t wanted = range[0] == 'I' ? iu - il + 1 : n64;
+  const int64_t np00 = h.row_axis().local_extent(0);
+  const int64_t mq00 = CyclicAxis{wanted, static_cast<int>(nb), grid.cols(), 0}.local_extent(0);
+  const int64_t procs = static_cast<int64_t>(grid.rows()) * grid.cols();
+  const int64_t minimum = vectors ? head - 1 + std::max<int64_t>(18 * n64, np00 * mq00 + 2 * nb * nb) +
+                                        ((wanted + procs - 1) / procs + 2) * n64
+                                  : head - 1 + 12 * n64;
+  int64_t words = static_cast<int64_t>(query * 1.1) + 1024;
+  if (words - head >= n64 * n64 + 3 * n64 + 1)
+    words = std::max({minimum, distributed, vectors ? words - n64 * n64 : int64_t(0)});
+  int lwork = round_up(static_cast<double>(words), 0);
   int liwork = round_up(iquery, 0);
   std::vector<T> work(lwork);
   std::vector<int> iwork(liwork);
