@@ -82,12 +82,12 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n) {
 
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
   if (wanted != Solver::automatic) return wanted;
-  if (request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::top ||
-      request.kind == EigenRequest::Kind::bottom)
-    return Solver::pdsyevr;
-  // All eigenpairs: pdsyevd. Debian's ELPA measured slower here (bench/RESULTS.md), so it is opt-in.
-  (void)block, (void)grid_rows, (void)grid_cols, (void)n;
-  return Solver::pdsyevd;
+  // Measured on the n = 2,885 convnet Hessian, 2 ranks (bench/RESULTS.md, section c): ELPA 2-stage
+  // values 0.58x pdsyevr's time, ELPA 1-stage all pairs 0.84x pdsyevd's. Index ranges stay with pdsyevr.
+  const bool elpa = elpa_available() && elpa_accepts(block, grid_rows, grid_cols, n);
+  if (request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom) return Solver::pdsyevr;
+  if (request.kind == EigenRequest::Kind::values) return elpa ? Solver::elpa : Solver::pdsyevr;
+  return elpa ? Solver::elpa : Solver::pdsyevd;
 }
 
 namespace {
@@ -236,6 +236,9 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   if (request.kind == EigenRequest::Kind::none) return {};
   check_eigen_request(request, h.rows());
   Solver chosen = choose_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
+  // Debian's single-precision ELPA 2-stage fails (ELPA_ERROR_DURING_COMPUTATION): float32 stays with ScaLAPACK.
+  if (solver == Solver::automatic && chosen == Solver::elpa && std::is_same_v<T, float>)
+    chosen = request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
   switch (chosen) {
     case Solver::elpa: return run_elpa(grid, h, request);
     case Solver::pdsyevd:

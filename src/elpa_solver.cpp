@@ -1,5 +1,6 @@
-// ELPA 2-stage eigensolver backend. ELPA's header declares elpa_strerr outside
-// its own extern "C" block; declaring it first with C linkage keeps it linkable.
+// ELPA eigensolver backend: 2-stage for eigenvalues only, 1-stage when eigenvectors
+// are wanted. ELPA's header declares elpa_strerr outside its own extern "C" block;
+// declaring it first with C linkage keeps it linkable.
 #include <algorithm>
 #include <complex>
 #include <cstdlib>
@@ -74,10 +75,14 @@ Spectrum<T> run_elpa(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const Eig
   e.set("process_col", grid.my_col());
   e.set("blacs_context", grid.context());
   ElpaHandle::check(elpa_setup(e.get()), "elpa_setup");
-  e.set("solver", ELPA_SOLVER_2STAGE);
+  // Debian's libelpa has only the generic (non-SIMD) 2-stage back-transformation kernels, which
+  // made 2-stage eigenvectors 2-3x slower than 1-stage here; without vectors 2-stage is fastest
+  // (bench/RESULTS.md, section c).
+  const bool one_stage = request.wants_vectors();
+  e.set("solver", one_stage ? ELPA_SOLVER_1STAGE : ELPA_SOLVER_2STAGE);
 
   Spectrum<T> s;
-  s.routine = "elpa2";
+  s.routine = one_stage ? "elpa1" : "elpa2";
   std::vector<T> w(n);
   int error = 0;
   if (request.wants_vectors()) {
