@@ -1,0 +1,560 @@
+"""Render bench/RESULTS.md from the raw records bench/run.sh wrote (bench/results/raw-<mode>/).
+
+Also writes bench/results/summary-<mode>.json: the headline numbers, kept in git.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+
+GB = 1e9
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Raw:
+    def __init__(self, d):
+        self.d = d
+
+    def get(self, name):
+        return load(os.path.join(self.d, name))
+
+    def summary(self, name):
+        return self.get(name + ".summary.json")
+
+    def time(self, name):
+        return self.get(name + ".time.json")
+
+    def foreign(self, name):
+        t = self.time(name)
+        return t.get("foreign_cores") if t else None
+
+    def best(self, prefix, key):
+        """Among prefix_1..3, the run with the smallest key(summary); returns (name, summary)."""
+        best = (None, None)
+        for path in sorted(glob.glob(os.path.join(self.d, prefix + "_[0-9].summary.json"))):
+            s = load(path)
+            name = os.path.basename(path)[:-len(".summary.json")]
+            if s and (best[1] is None or key(s) < key(best[1])):
+                best = (name, s)
+        return best
+
+
+def fmt(v, digits=3):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return "{:,.0f}".format(v)
+    if abs(v) >= 100:
+        return "{:.1f}".format(v)
+    return "{:.{}g}".format(v, digits)
+
+
+def gb(v):
+    return "—" if v is None else "{:.2f} GB".format(v / GB)
+
+
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(c) for c in r) + " |")
+    return "\n".join(out) + "\n"
+
+
+def fc(v):
+    """Foreign cores, flagged when other work took a quarter core or more during the run."""
+    if v is None:
+        return "—"
+    return "{:.2f}".format(v) if v < 0.25 else "**{:.2f} (noisy)**".format(v)
+
+
+def verdict(ok, text):
+    return ("**met**" if ok else "**missed**") + (" — " + text if text else "")
+
+
+class Report:
+    def __init__(self, raw, mode):
+        self.raw = Raw(raw)
+        self.mode = mode
+        self.lines = []
+        self.targets = []
+        self.headline = {}
+
+    def w(self, *parts):
+        self.lines.append("".join(parts))
+
+    def target(self, name, ok, text):
+        self.targets.append((name, ok, text))
+
+    # ------------------------------------------------------------------ machine
+    def machine(self):
+        m = self.raw.get("machine.json") or {}
+        foreign = []
+        for path in glob.glob(os.path.join(self.raw.d, "*.time.json")):
+            t = load(path)
+            if t and t.get("foreign_cores") is not None:
+                foreign.append((t["foreign_cores"], os.path.basename(path)[:-10], t.get("wall_seconds", 0)))
+        self.w("## Machine and method\n")
+        self.w("- CPU: {} — {} cores, {} GB RAM, Linux {}; no GPU".format(
+            m.get("cpu"), m.get("cores"), m.get("mem_gb"), m.get("kernel")))
+        self.w("- torch {}, numpy {} on {} (OpenBLAS), ELPA {}; dhess git {}".format(
+            m.get("torch"), m.get("numpy"), m.get("blas"), m.get("elpa"), m.get("git")))
+        self.w("- run: `{}` ({} mode), started {}, loadavg at start {}".format(
+            m.get("command", "bench/run.sh"), m.get("mode"), m.get("date"), m.get("loadavg_at_start")))
+        if foreign:
+            total_wall = sum(f[2] for f in foreign) or 1
+            mean = sum(f[0] * f[2] for f in foreign) / total_wall
+            worst = max(foreign)
+            noisy = sorted(f for f in foreign if f[0] > 0.25)
+            self.w("- machine load from others during the timed runs (`foreign_cores` = CPU time of other "
+                   "processes / wall time, from /proc/stat): time-weighted mean {:.2f} cores, worst {:.2f} ({}). "
+                   "{} of {} timed runs saw more than 0.25 foreign cores{}.".format(
+                       mean, worst[0], worst[1], len(noisy), len(foreign),
+                       ": " + ", ".join("{} ({:.2f})".format(f[1], f[0]) for f in noisy[-12:]) if noisy else ""))
+        self.w("- every dhess run is `mpirun -n P --bind-to none dhess ... --threads T` with "
+               "OPENBLAS_NUM_THREADS=T; Python peers use torch.set_num_threads(T) and OPENBLAS_NUM_THREADS=T; "
+               "\"equal cores\" compares P×T dhess cores with T' = P×T Python threads.")
+        self.w("- ratios are dhess / peer: < 1 means dhess is faster.\n")
+
+    # ------------------------------------------------------------------ a
+    def section_a(self):
+        self.w("## a. HVP phase / full Hessian\n")
+        self.w("dhess: `--eigen none`, best of 3 runs, `timings_seconds.hvp` (HVP passes; the assembly into the "
+               "block-cyclic matrix is `redistribution`). Peers: whole n×n Hessian (flat parameter vector, same "
+               "model weights and data from `dhess export`), timed once (mlp: best of 5), verified against dhess's "
+               "hessian.h5.\n")
+        models = sorted({re.match(r"a_(.+)_r1t1_1\.summary\.json", os.path.basename(p)).group(1)
+                         for p in glob.glob(os.path.join(self.raw.d, "a_*_r1t1_1.summary.json"))},
+                        key=lambda m: (load(os.path.join(self.raw.d, "a_{}_r1t1_1.summary.json".format(m))) or
+                                       {"n": 0})["n"])
+        for model in models:
+            runs = {}
+            for cfg in ("r1t1", "r2t1", "r1t2"):
+                name, s = self.raw.best("a_{}_{}".format(model, cfg), lambda s: s["timings_seconds"]["hvp"])
+                if s:
+                    runs[cfg] = (name, s)
+            if not runs:
+                continue
+            n = next(iter(runs.values()))[1]["n"]
+            self.w("### {} (n = {:,})\n".format(model.replace("_", ":"), n))
+            rows = []
+            for cfg, label in (("r1t1", "1 rank × 1 thread"), ("r2t1", "2 ranks × 1 thread"),
+                               ("r1t2", "1 rank × 2 threads")):
+                if cfg not in runs:
+                    continue
+                name, s = runs[cfg]
+                t = s["timings_seconds"]
+                all3 = [load(p)["timings_seconds"]["hvp"] for p in
+                        sorted(glob.glob(os.path.join(self.raw.d, "a_{}_{}_[0-9].summary.json".format(model, cfg))))]
+                rows.append(["dhess " + label, t["hvp"], s["hvp"]["columns_per_second"], t["redistribution"],
+                             " / ".join(fmt(x) for x in all3), "—", fc(self.raw.foreign(name))])
+            peers = {}
+            for threads in (1, 2):
+                p = self.raw.get("a_{}_python_t{}.json".format(model, threads))
+                if not p:
+                    continue
+                fr = fc(self.raw.foreign("a_{}_python_t{}".format(model, threads)))
+                for r in p["results"]:
+                    label = "{} [T={}]".format(r["method"], threads)
+                    if "extrapolated_from_columns" in r:
+                        label += " (extrapolated from {} columns)".format(r["extrapolated_from_columns"])
+                    if r.get("error"):
+                        rows.append([label, "failed: " + r["error"][:80], None, None, None, None, fr])
+                        continue
+                    rows.append([label, r["seconds"], r["columns_per_second"], None, None,
+                                 r.get("max_abs_diff_relative"), fr])
+                    ok_result = r.get("max_abs_diff_relative", 0) is not None and r.get("max_abs_diff_relative", 0) < 1e-10
+                    if ok_result and (threads not in peers or r["seconds"] < peers[threads]["seconds"]):
+                        peers[threads] = r
+            self.w(table(["run", "seconds", "columns/s", "redistribution s", "all runs (s)",
+                          "max|H−H_dhess|/max|H_dhess|", "foreign cores"], rows))
+            hvp = {cfg: runs[cfg][1]["timings_seconds"]["hvp"] for cfg in runs}
+            head = {"n": n}
+            lines = []
+            # With 2 cores a Python user may also run 1 thread: the peer to beat is the fastest at <= the cores.
+            for t in (2,):
+                if 1 in peers and (t not in peers or peers[1]["seconds"] < peers[t]["seconds"]):
+                    peers[t] = dict(peers[1], method=peers[1]["method"] + " [T=1]")
+            for cfg, threads, label in (("r1t1", 1, "1 core: dhess 1×1 vs fastest peer at T=1"),
+                                        ("r2t1", 2, "2 cores: dhess 2 ranks × 1 vs fastest peer at T ≤ 2"),
+                                        ("r1t2", 2, "2 cores: dhess 1 rank × 2 threads vs fastest peer at T ≤ 2")):
+                if cfg in hvp and threads in peers:
+                    ratio = hvp[cfg] / peers[threads]["seconds"]
+                    head["ratio_" + cfg] = ratio
+                    lines.append("- {}: {} s / {} s ({}) = **{:.3f}** (dhess {:.2f}× {})".format(
+                        label, fmt(hvp[cfg]), fmt(peers[threads]["seconds"]), peers[threads]["method"], ratio,
+                        1 / ratio if ratio <= 1 else ratio, "faster" if ratio <= 1 else "slower"))
+            if "r1t1" in hvp and "r2t1" in hvp:
+                head["speedup_1_to_2_ranks"] = hvp["r1t1"] / hvp["r2t1"]
+                lines.append("- 1 → 2 ranks: {:.2f}× (HVP phase); with redistribution {:.2f}×".format(
+                    hvp["r1t1"] / hvp["r2t1"],
+                    (hvp["r1t1"] + runs["r1t1"][1]["timings_seconds"]["redistribution"]) /
+                    (hvp["r2t1"] + runs["r2t1"][1]["timings_seconds"]["redistribution"])))
+            self.w("\n".join(lines) + "\n")
+            self.headline["hvp_" + model] = head
+            best_ratio = head.get("ratio_r2t1")
+            if best_ratio is not None:
+                r1 = head.get("ratio_r1t1")
+                self.target("HVP phase ≥ 4× faster than the fastest Python peer at equal cores ({})".format(
+                    model.replace("_", ":")), best_ratio <= 0.25 and (r1 is None or r1 <= 0.25),
+                    "dhess/peer = {:.2f} on 2 cores, {} on 1 core (4× faster would be ≤ 0.25)".format(
+                        best_ratio, fmt(r1)))
+            if "speedup_1_to_2_ranks" in head:
+                sp = head["speedup_1_to_2_ranks"]
+                self.target("1 → 2 ranks ≥ 1.8× ({})".format(model.replace("_", ":")), sp >= 1.8,
+                            "{:.2f}×".format(sp))
+        prof = os.path.join(self.raw.d, "a_profile.txt")
+        if os.path.exists(prof):
+            self.w("Profile of a 1-rank dense run (`bench/profile_hvp.sh`, perf software clock):\n")
+            self.w("```\n" + open(prof).read().strip() + "\n```\n")
+
+    # ------------------------------------------------------------------ b
+    def section_b(self):
+        self.w("## b. Eigensolver\n")
+        self.w("Only `timings_seconds.eigensolver` of dhess (the Hessian is read back from a checkpoint). "
+               "GFLOP/s against 4/3·n³ (values) and 10/3·n³ (all vectors). n = 6,085 is the real convnet:6 "
+               "Hessian (many near-zero eigenvalues: much deflation); 2,000 and 12,000 are seeded random "
+               "symmetric matrices A (semicircle spectrum, no deflation) fed to dhess as the model "
+               "0.5·xᵀAx with `--loss none`. numpy: `eigvalsh`/`eigh` on the same matrix, OPENBLAS_NUM_THREADS=T.\n")
+        sizes = sorted({int(re.match(r"b_(\d+)_", os.path.basename(p)).group(1))
+                        for p in glob.glob(os.path.join(self.raw.d, "b_*.json"))})
+        ratios = {"values": [], "all": [], "elpa": []}
+        for n in sizes:
+            rows = []
+            sec = {}
+            for ranks in (1, 2):
+                for solver, job in (("pdsyevr", "values"), ("elpa", "values"), ("pdsyevd", "all"), ("elpa", "all")):
+                    name = "b_{}_{}_{}_r{}".format(n, solver, job, ranks)
+                    s = self.raw.summary(name)
+                    if not s:
+                        continue
+                    t = s["timings_seconds"]["eigensolver"]
+                    sec[(solver, job, ranks)] = t
+                    flops = (4 if job == "values" else 10) / 3 * n ** 3
+                    rows.append(["dhess {} --eigen {} ({} rank{})".format(s.get("solver", solver), job, ranks,
+                                                                        "s" if ranks > 1 else ""),
+                                 t, flops / t / 1e9, gb(max(s["memory"]["peak_rss_per_rank"])),
+                                 fc(self.raw.foreign(name))])
+            for threads in (1, 2):
+                for routine, job in (("eigvalsh", "values"), ("eigh", "all")):
+                    name = "b_{}_numpy_{}_t{}".format(n, routine, threads)
+                    r = self.raw.get(name + ".json")
+                    if not r:
+                        continue
+                    sec[("numpy", job, threads)] = r["seconds"]
+                    rows.append(["numpy.linalg.{} (T={})".format(routine, threads), r["seconds"], r["gflops"],
+                                 gb(r["peak_rss_bytes"]), fc(self.raw.foreign(name))])
+            if not rows:
+                continue
+            self.w("### n = {:,}\n".format(n))
+            self.w(table(["run", "seconds", "GFLOP/s", "peak RSS (max rank)", "foreign cores"], rows))
+            lines = []
+            for p in (1, 2):
+                for solver, job, routine in (("pdsyevr", "values", "eigvalsh"), ("pdsyevd", "all", "eigh")):
+                    # numpy's best at <= the same cores (2 OpenBLAS threads are not always faster than 1)
+                    cands = [(sec[("numpy", job, t)], t) for t in range(1, p + 1) if ("numpy", job, t) in sec]
+                    a = sec.get((solver, job, p))
+                    if a and cands:
+                        b, t = min(cands)
+                        ratios[job].append((a / b, n, p))
+                        lines.append("- {} {} rank{} vs numpy {} (T={}): **{:.2f}**".format(
+                            solver, p, "s" if p > 1 else "", routine, t, a / b))
+                        e = sec.get(("elpa", job, p))
+                        if e:
+                            lines.append("- ELPA {} rank{} vs numpy {} (T={}): **{:.2f}**".format(
+                                p, "s" if p > 1 else "", routine, t, e / b))
+                for job, base in (("values", "pdsyevr"), ("all", "pdsyevd")):
+                    a, b = sec.get(("elpa", job, p)), sec.get((base, job, p))
+                    if a and b:
+                        ratios["elpa"].append((a / b, n, p, job))
+                        lines.append("- ELPA / {} (--eigen {}, {} rank{}): **{:.2f}**".format(
+                            base, job, p, "s" if p > 1 else "", a / b))
+            self.w("\n".join(lines) + "\n")
+        self.headline["eigensolver_ratios"] = ratios
+        for job, routine in (("values", "eigvalsh"), ("all", "eigh")):
+            if ratios[job]:
+                worst = max(ratios[job])
+                self.target("eigen{} ≤ 1.0× numpy {}".format("values only" if job == "values" else " all vectors",
+                                                             routine),
+                            worst[0] <= 1.0, "worst {:.2f} (n = {:,}, {} rank(s)); all: {}".format(
+                                worst[0], worst[1], worst[2],
+                                ", ".join("{:.2f}@{}/{}r".format(r, n, p) for r, n, p in ratios[job])))
+        if ratios["elpa"]:
+            best = min(ratios["elpa"])
+            self.target("ELPA ≤ 0.6× pdsyevd", best[0] <= 0.6, "best {:.2f} (n = {:,}, {} rank(s), {}); all: {}".format(
+                best[0], best[1], best[2], best[3],
+                ", ".join("{:.2f}@{}/{}r/{}".format(*r) for r in ratios["elpa"])))
+
+    # ------------------------------------------------------------------ c
+    def section_c(self):
+        recs = []
+        for path in sorted(glob.glob(os.path.join(self.raw.d, "c_*.json"))):
+            if path.endswith(".time.json"):
+                continue
+            r = load(path)
+            if r:
+                r["name"] = os.path.basename(path)[2:-5]
+                recs.append(r)
+        if not recs:
+            return
+        self.w("## c. ELPA settings\n")
+        self.w("`bench/elpa_tune.cpp` (ScaLAPACK and ELPA called directly on the same block-cyclic matrix). "
+               "Matrix: the convnet:4 Hessian (n = 2,885, the size of the issue's report) unless marked random. "
+               "Kernel ids from elpa_constants.h: 1 generic, 2 generic_simple, 39/40 generic_simple_block4/6, "
+               "13 AVX2_block4, 16 AVX512_block4 (not compiled into Debian's libelpa: ELPA rejects them).\n")
+        rows = []
+        for r in recs:
+            rows.append([r["name"], r["ranks"], r["solver"], r["job"], r["kernel"], r["nb"], r["seconds"],
+                         r["gflops"], r.get("peak_above_start_mb_rank0"), r.get("note", ""),
+                         fc(self.raw.foreign("c_" + r["name"]))])
+        self.w(table(["case", "ranks", "solver", "job", "kernel", "nb", "seconds", "GFLOP/s",
+                      "rank-0 MB above start", "ELPA reports", "foreign cores"], rows))
+        best = {}
+        for r in recs:
+            if r["name"].startswith("random") or r["info"] != 0 or r["solver"] == "pdsyevr_min":
+                continue
+            if (self.raw.foreign("c_" + r["name"]) or 0) >= 0.25:
+                continue
+            key = (r["ranks"], r["job"], r["solver"].startswith("elpa"))
+            if key not in best or r["seconds"] < best[key]["seconds"]:
+                best[key] = r
+        lines = []
+        for ranks in (1, 2):
+            for job in ("values", "all"):
+                e, s = best.get((ranks, job, True)), best.get((ranks, job, False))
+                if e and s:
+                    lines.append("- {} rank(s), {}: best ELPA {} (kernel {}, nb {}) {} s vs {} {} s: **{:.2f}**".format(
+                        ranks, job, e["solver"], e["kernel"], e["nb"], fmt(e["seconds"]), s["solver"],
+                        fmt(s["seconds"]), e["seconds"] / s["seconds"]))
+        by = {r["name"]: r for r in recs}
+        for ranks in (1, 2):
+            a, b = by.get("pdsyev_values_r%d" % ranks), by.get("pdsyevr_min_values_r%d" % ranks)
+            if a and b:
+                lines.append("- pdsyevr, {} rank(s): optimal workspace (as dhess calls it) {} s and {} MB above the "
+                             "start on rank 0; workspace below PDSYNTRD's n²+3n+1 gather threshold {} s and {} MB".format(
+                                 ranks, fmt(a["seconds"]), fmt(a.get("peak_above_start_mb_rank0")), fmt(b["seconds"]),
+                                 fmt(b.get("peak_above_start_mb_rank0"))))
+        self.w("\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ d, e
+    def section_d(self):
+        runs = [(name, self.raw.summary(name), self.raw.time(name)) for name in ("d_dhess_auto_r2", "d_dhess_elpa_r2")]
+        runs = [r for r in runs if r[1] or r[2]]
+        py = self.raw.get("d_python_t2.json")
+        if not runs:
+            return
+        n = next((s["n"] for _, s, _ in runs if s), None)
+        self.w("## d. End to end: builtin convnet{}, `--eigen values`, 2 ranks\n".format(
+            " (n = {:,})".format(n) if n else ""))
+        rows = []
+        done = []
+        for name, s, tm in runs:
+            solver = "--solver elpa" if "elpa" in name else "--solver auto"
+            if not s:
+                err = ""
+                path = os.path.join(self.raw.d, name + ".stderr")
+                if os.path.exists(path):
+                    lines = [l.strip() for l in open(path) if l.strip() and not l.startswith("-")]
+                    err = "; ".join(lines[:2])[:160]
+                rows.append(["dhess 2 ranks × 1 thread, {}: FAILED (exit {}) after {} s: {}".format(
+                    solver, tm.get("rc"), fmt(tm.get("wall_seconds")), err), None, None, None, None,
+                    gb(tm.get("max_rss_bytes")) + " (largest rank)", tm.get("wall_seconds"), fc(tm.get("foreign_cores"))])
+                continue
+            t = s["timings_seconds"]
+            peak = max(s["memory"]["peak_rss_per_rank"])
+            done.append((name, s))
+            rows.append(["dhess 2 ranks × 1 thread, {} ({})".format(solver, s.get("solver")), t["total"], t["hvp"],
+                         t["redistribution"], t["eigensolver"], gb(peak) + " per rank",
+                         (tm or {}).get("wall_seconds"), fc((tm or {}).get("foreign_cores"))])
+        if py:
+            rows.append([py["route"] + " (T={})".format(py["threads"]), py["total_seconds"], py["hessian_seconds"],
+                         None, py["eigvalsh_seconds"], gb(py["peak_rss_bytes"]) + " (one process)", None,
+                         fc(self.raw.foreign("d_python_t2"))])
+        self.w(table(["route", "total s", "Hessian s", "redistribution s", "eigenvalues s", "peak RSS",
+                      "wall s (mpirun)", "foreign cores"], rows))
+        self.target("n = {} end to end completes with 2 ranks".format("{:,}".format(n) if n else "23,365"),
+                    bool(done), "; ".join("{}: {} s, {} per rank".format(
+                        s.get("solver"), fmt(s["timings_seconds"]["total"]),
+                        gb(max(s["memory"]["peak_rss_per_rank"]))) for _, s in done) +
+                    ("" if len(done) == len(runs) else "; the default solver (pdsyevr) fails, see below"))
+        for name, s in done:
+            t = s["timings_seconds"]
+            peak = max(s["memory"]["peak_rss_per_rank"])
+            if py:
+                self.w("- dhess ({}) / Python route (total): **{:.2f}**; eigenvalues agree to {} (max abs diff / "
+                       "max|λ|); peak memory per rank dhess {} vs the Python process {}".format(
+                           s.get("solver"), t["total"] / py["total_seconds"],
+                           fmt(py.get("max_abs_diff_relative_to_dhess")), gb(peak), gb(py["peak_rss_bytes"])))
+            self.headline.setdefault("end_to_end", {})[s.get("solver")] = {
+                "n": s["n"], "total_seconds": t["total"], "eigensolver_seconds": t["eigensolver"],
+                "peak_rss_per_rank": peak}
+        if py:
+            self.headline.setdefault("end_to_end", {})["python"] = {
+                "total_seconds": py["total_seconds"], "peak_rss": py["peak_rss_bytes"]}
+        self.w("")
+        for name, s in done:
+            plan = self.raw.get("d_plan_{}.json".format("elpa" if "elpa" in name else "auto"))
+            if not plan:
+                continue
+            t = s["timings_seconds"]
+            peak = max(s["memory"]["peak_rss_per_rank"])
+            pm = plan["memory_bytes_per_rank"]
+            est = plan["estimated_seconds"]
+            mem_ratio = pm["total"] / peak
+            time_ratio = est["total"] / t["total"]
+            hvp_measured = t["hvp"] + t["redistribution"]
+            self.w("`dhess plan --model builtin:convnet:12 --eigen values --solver {} --ranks 2 --json` before the "
+                   "run (plan solver: {}):\n".format(plan.get("solver"), plan.get("solver")))
+            self.w(table(["quantity", "plan", "measured", "plan / measured"], [
+                ["memory per rank", gb(pm["total"]), gb(peak), mem_ratio],
+                ["HVP + assembly seconds", est["hvp"], hvp_measured, est["hvp"] / hvp_measured],
+                ["eigensolver seconds", est["eigensolver"], t["eigensolver"], est["eigensolver"] / t["eigensolver"]],
+                ["total seconds", est["total"], t["total"], time_ratio]]))
+            self.headline.setdefault("plan_vs_measured", {})[s.get("solver")] = {"memory": mem_ratio,
+                                                                                  "time": time_ratio}
+            self.target("plan within 20% of the real run, memory per rank ({})".format(s.get("solver")),
+                        abs(mem_ratio - 1) <= 0.2, "plan/measured {:.2f}".format(mem_ratio))
+            self.target("plan within 20% of the real run, time ({})".format(s.get("solver")),
+                        abs(time_ratio - 1) <= 0.2, "plan/measured {:.2f} (HVP {:.2f}, eigensolver {:.2f})".format(
+                            time_ratio, est["hvp"] / hvp_measured, est["eigensolver"] / t["eigensolver"]))
+        for name, s, tm in runs:
+            if not s and tm:
+                plan = self.raw.get("d_plan_auto.json")
+                if plan:
+                    pm = plan["memory_bytes_per_rank"]
+                    self.w("- the failed default run reached {} on its largest rank before it died; its plan said "
+                           "{} per rank (plan / measured-so-far {:.2f})\n".format(
+                               gb(tm.get("max_rss_bytes")), gb(pm["total"]), pm["total"] / tm["max_rss_bytes"]))
+                    self.target("plan within 20% of the real run, memory per rank (auto = pdsyevr)",
+                                abs(pm["total"] / tm["max_rss_bytes"] - 1) <= 0.2,
+                                "plan {} vs {} reached before the failure".format(gb(pm["total"]),
+                                                                                  gb(tm["max_rss_bytes"])))
+
+    def section_e(self):
+        cases = [("d_dhess_auto_r2", "d: convnet:12 --eigen values, auto (pdsyevr)"),
+                 ("d_dhess_elpa_r2", "d: convnet:12 --eigen values, --solver elpa"),
+                 ("b_6085_pdsyevr_values_r2", "b: convnet:6 --eigen values, pdsyevr"),
+                 ("e_all_r2", "e: convnet:6 --eigen all, 2 ranks (pdsyevd)")]
+        rows = []
+        worst = None
+        for name, label in cases:
+            s = self.raw.summary(name)
+            if not s:
+                continue
+            pm = s["memory"]["plan_bytes_per_rank"]
+            floor = pm["hessian_share"] + pm["eigenvectors_share"] + pm["solver_workspace"]
+            for rank, peak in enumerate(s["memory"]["peak_rss_per_rank"]):
+                ratio = (peak - pm["process"]) / floor
+                worst = ratio if worst is None else max(worst, ratio)
+                phase = max(s["memory"]["peak_rss_per_phase"].items(), key=lambda kv: kv[1][rank])[0]
+                rows.append(["{} rank {}".format(label, rank), gb(peak), phase, gb(pm["process"]),
+                             gb(pm["hessian_share"]), gb(pm["eigenvectors_share"]), gb(pm["solver_workspace"]),
+                             ratio, peak / floor])
+        if not rows:
+            return
+        self.w("## e. Memory at the floor\n")
+        self.w("floor = block-cyclic share of H + eigenvector share + solver workspace (from summary.json "
+               "`memory.plan_bytes_per_rank`); the process itself (torch, libraries, model, data) is reported "
+               "separately (`process`, the RSS before the run) and subtracted from the peak.\n")
+        self.w(table(["run", "peak RSS", "phase of the peak", "process", "H share", "Z share", "workspace",
+                      "(peak − process) / floor", "peak / floor"], rows))
+        self.target("peak RSS ≤ 1.25× the floor (H + Z + workspace), process excluded", worst <= 1.25,
+                    "worst {:.2f}".format(worst))
+        self.headline["memory_over_floor_worst"] = worst
+
+    # ------------------------------------------------------------------ f
+    def section_f(self):
+        recs = []
+        for path in sorted(glob.glob(os.path.join(self.raw.d, "f_convnet*_r*.summary.json"))):
+            s = load(path)
+            m = re.match(r"f_convnet(\d+)_r(\d+)", os.path.basename(path))
+            if s:
+                recs.append((int(m.group(1)), int(m.group(2)), s, os.path.basename(path)[:-13]))
+        if not recs:
+            return
+        recs.sort()
+        self.w("## f. Matrix-free spectrum at up to 10M parameters\n")
+        self.w("`dhess spectrum --model builtin:convnet:HW --top 10 --bottom 0 --max-steps 60 --slq-probes 4 "
+               "--slq-steps 30 --trace-probes 0 --diagonal none`, 1 thread per rank.\n")
+        rows = []
+        for hw, ranks, s, name in recs:
+            t = s["timings_seconds"]
+            lz = s.get("lanczos", {})
+            conv = sum(1 for p in lz.get("pairs", []) if p.get("converged"))
+            rows.append([hw, "{:,}".format(s["n"]), ranks, t.get("total"), t.get("lanczos"), t.get("slq"), t.get("io"),
+                         s.get("hvp_products"), "{}/{} in {} steps".format(conv, len(lz.get("pairs", [])),
+                                                                              lz.get("steps")),
+                         gb(max(s["memory"]["peak_rss_per_rank"])), gb(s["memory"].get("plan_bytes_per_rank")),
+                         fc(self.raw.foreign(name))])
+        self.w(table(["HW", "n", "ranks", "total s", "Lanczos s", "SLQ s", "I/O s", "HVPs", "top-10 converged",
+                      "peak RSS / rank", "plan / rank", "foreign cores"], rows))
+        by = {(hw, r): s for hw, r, s, _ in recs}
+        lines = []
+        hws = sorted({hw for hw, _, _, _ in recs})
+        for a, b in zip(hws, hws[1:]):
+            if (a, 2) in by and (b, 2) in by:
+                sa, sb = by[(a, 2)], by[(b, 2)]
+                per_a = (sa["timings_seconds"]["lanczos"] + sa["timings_seconds"]["slq"]) / sa["hvp_products"]
+                per_b = (sb["timings_seconds"]["lanczos"] + sb["timings_seconds"]["slq"]) / sb["hvp_products"]
+                lines.append("- n ×{:.1f} ({} → {}): seconds per HVP (Lanczos+SLQ) ×{:.2f}".format(
+                    sb["n"] / sa["n"], a, b, per_b / per_a))
+        for hw in hws:
+            if (hw, 1) in by and (hw, 2) in by:
+                s1, s2 = by[(hw, 1)], by[(hw, 2)]
+                c1 = s1["timings_seconds"]["lanczos"] + s1["timings_seconds"]["slq"]
+                c2 = s2["timings_seconds"]["lanczos"] + s2["timings_seconds"]["slq"]
+                lines.append("- convnet:{}: 1 → 2 ranks {:.2f}× (Lanczos+SLQ), {:.2f}× total".format(
+                    hw, c1 / c2, s1["timings_seconds"]["total"] / s2["timings_seconds"]["total"]))
+        self.w("\n".join(lines) + "\n")
+        big = [r for r in recs if r[2]["n"] >= 10_000_000]
+        if big:
+            hw, ranks, s, _ = max(big, key=lambda r: r[1])
+            self.headline["matrix_free_10M"] = {"n": s["n"], "ranks": ranks, "seconds": s["timings_seconds"]["total"],
+                                                "peak_rss_per_rank": max(s["memory"]["peak_rss_per_rank"])}
+
+    def render(self, out):
+        self.w("# dhess benchmarks vs the Python peers\n")
+        self.w("Generated by `bench/report.py` from the raw records of `bench/run.sh` "
+               "(bench/results/raw-{}/). Do not edit by hand: rerun `bench/run.sh --report`.\n".format(self.mode))
+        body_start = len(self.lines)
+        self.machine()
+        for section in (self.section_a, self.section_b, self.section_c, self.section_d, self.section_e,
+                        self.section_f):
+            section()
+        targets = ["## Targets of the issue\n",
+                   table(["target", "result"], [[t, verdict(ok, text)] for t, ok, text in self.targets])]
+        notes = os.path.join(os.path.dirname(os.path.abspath(self.raw.d)), "..", "NOTES.md")
+        if os.path.exists(notes):
+            targets.append(open(notes).read().strip() + "\n")
+        self.lines[body_start:body_start] = targets
+        with open(out, "w") as f:
+            f.write("\n".join(self.lines))
+        self.headline["targets"] = [{"target": t, "met": ok, "detail": text} for t, ok, text in self.targets]
+        with open(os.path.join(os.path.dirname(os.path.abspath(self.raw.d)), "summary-{}.json".format(self.mode)),
+                  "w") as f:
+            json.dump(self.headline, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    Report(a.raw, a.mode).render(a.out)
+    print("bench: wrote " + a.out)
+
+
+if __name__ == "__main__":
+    main()
