@@ -442,6 +442,9 @@ def resume_jobs(c):
     # left: the new step reuses its id and its PMIx socket name in the spool directory.
     c.wait_for(f"the first step of job {job} to be cleaned up",
                lambda: not glob.glob(c.path("spool", f"*.{job}.*")) + glob.glob(c.path("spool", f"*_{job}.*")), 60)
+    # slurmd revokes the old credential with a 1-second timestamp: one issued in that same
+    # second counts as revoked ("Job credential revoked"), so let the clock move on first.
+    time.sleep(3)
     c.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     state = c.wait_done(job, 150)
     text = c.job_log(job)
