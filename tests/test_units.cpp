@@ -71,6 +71,7 @@ TEST(Solver, AutomaticChoiceFollowsTheRequest) {
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("values"), 48, 1, 2, 5000), Solver::pdsyevr);
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 64, 1, 2, 5000),
             elpa_available() ? Solver::elpa : Solver::pdsyevd);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 64, 1, 1, 5000), Solver::pdsyevd);
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("top:3"), 64, 1, 2, 5000), Solver::pdsyevr);
   EXPECT_EQ(choose_solver(Solver::pdsyevd, parse_eigen_request("all"), 64, 1, 2, 5000), Solver::pdsyevd);
   EXPECT_TRUE(elpa_accepts(64, 2, 2, 200));
