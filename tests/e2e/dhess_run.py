@@ -1,5 +1,6 @@
 """Runs the dhess command under mpiexec for the end-to-end tests."""
 import os
+import signal
 import subprocess
 
 BIN = os.environ.get("DHESS_BIN", "dhess")
@@ -11,8 +12,20 @@ def oracle(name):
     return os.path.join(ORACLE, name)
 
 
-def dhess(ranks, *args, timeout=600):
-    """Returns (exit code, stdout, stderr) of `mpiexec -n ranks dhess args...`."""
-    cmd = [MPIEXEC, "-n", str(ranks), BIN] + [str(a) for a in args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+def run_command(cmd, timeout=600, env=None):
+    """(exit code, stdout, stderr) of `cmd`. A run that outlives `timeout` fails the test and is
+    killed with its whole process group: a hung rank must not outlive the test."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=None if env is None else {**os.environ, **env})
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"hung: no exit within {timeout} s\n{' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
+    return p.returncode, out, err
+
+
+def dhess(ranks, *args, timeout=600, env=None):
+    """(exit code, stdout, stderr) of `mpiexec -n ranks dhess args...`."""
+    return run_command([MPIEXEC, "-n", str(ranks), BIN] + [str(a) for a in args], timeout, env)

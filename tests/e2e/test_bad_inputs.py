@@ -16,10 +16,10 @@ Usage: /usr/bin/python3 test_bad_inputs.py [BadInputs.test_ROW ...]
        /usr/bin/python3 test_bad_inputs.py --write-fixtures DIR
 """
 import contextlib
+import functools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhess_run import BIN, MPIEXEC  # noqa: E402
+import dhess_run  # noqa: E402
 
 RANKS = 2
 # Everything a finished run may leave in --out (OutputDir::result_names()).
@@ -48,20 +48,8 @@ def stderr_lines(err):
     return [line for line in MPIEXEC_REPORT.sub("", err).splitlines() if line.strip()]
 
 
-def dhess(ranks, *args, timeout=120, env=None):
-    """(exit code, stdout, stderr) of `mpiexec -n ranks dhess args...`, as dhess_run.dhess, but a
-    run that outlives `timeout` is a failure and its whole process group is killed (a hung
-    rank must not outlive the test, nor keep a test mount busy)."""
-    cmd = [MPIEXEC, "-n", str(ranks), BIN] + [str(a) for a in args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env=None if env is None else {**os.environ, **env})
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        raise AssertionError(f"dhess hung: no exit within {timeout} s\n{' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
-    return p.returncode, out, err
+# A bad input must end the run within seconds: a tighter bound than the other end-to-end tests.
+dhess = functools.partial(dhess_run.dhess, timeout=120)
 
 
 # ---- models and data written by Python torch --------------------------------------------------

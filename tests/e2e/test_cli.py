@@ -4,7 +4,6 @@ output read back with numpy/h5py and compared with the torch/numpy oracles."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhess_run import BIN, dhess, oracle  # noqa: E402
+from dhess_run import dhess, oracle  # noqa: E402
 
 RANKS = 1
 

@@ -11,6 +11,7 @@
 Usage: /usr/bin/python3 test_rank_failure.py            (the unit tests)
        /usr/bin/python3 test_rank_failure.py --kill-loop 10   (the kill test N times, with a report)
 """
+import functools
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dhess_run  # noqa: E402
 from dhess_run import BIN, MPIEXEC  # noqa: E402
 from test_bad_inputs import RESULT_NAMES, stderr_lines  # noqa: E402
 
@@ -34,16 +36,7 @@ KILL_EXIT_LIMIT = 30  # seconds from SIGKILL to the end of the job
 KILL_PROBLEM = ["--model", "builtin:convnet:6", "--eigen", "values", "-q"]
 
 
-def run(cmd, timeout=120, env=None):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env=None if env is None else {**os.environ, **env})
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        raise AssertionError(f"hung: no exit within {timeout} s\n{' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
-    return p.returncode, out, err
+run = functools.partial(dhess_run.run_command, timeout=120)
 
 
 def rank_processes(root):
