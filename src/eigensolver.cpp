@@ -258,7 +258,10 @@ std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, i
   const int64_t nq = ceil_div(ceil_div(n, block), grid_cols) * block;
   const int64_t share = np * nq;
   int64_t elements = 0;
-  if (chosen == Solver::elpa) {
+  if (chosen == Solver::elpa && !request.wants_vectors()) {
+    // 2-stage: measured 2.5-2.6 H shares above H itself (n = 2,885 to 23,365, 1 and 2 ranks; bench/RESULTS.md).
+    elements = 13 * share / 5 + 8 * n;
+  } else if (chosen == Solver::elpa) {
     elements = 2 * share + 8 * n;
   } else if (chosen == Solver::pdsyevd && request.kind == EigenRequest::Kind::all) {
     elements = 1 + 6 * n + 2 * share + 2 * n;

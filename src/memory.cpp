@@ -6,6 +6,8 @@
 #include <sstream>
 #include <string>
 
+#include <unistd.h>
+
 namespace dhess {
 namespace {
 
@@ -57,6 +59,26 @@ std::size_t available_memory_bytes() {
     available = std::min(available, limit > used ? limit - used : 0);
   }
   return available;
+}
+
+std::size_t last_level_cache_bytes() {
+  // sysfs first: sysconf's figure can be the whole package's (320 MiB on a VM whose L3 is 32 MiB).
+  int best_level = 0;
+  std::size_t best = 0;
+  for (int index = 0; index < 16; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level_file(dir + "level"), size_file(dir + "size");
+    int level = 0;
+    std::size_t size = 0;
+    std::string unit;
+    if (!(level_file >> level) || !(size_file >> size)) continue;
+    size_file >> unit;
+    size <<= unit == "K" ? 10 : unit == "M" ? 20 : 0;
+    if (level > best_level) best_level = level, best = size;
+  }
+  if (best > 0) return best;
+  const long bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return bytes > 0 ? static_cast<std::size_t>(bytes) : std::size_t(32) << 20;
 }
 
 std::string human_bytes(double bytes) {

@@ -344,6 +344,7 @@ struct Setup {
   std::unique_ptr<HvpEngine> engine;
   MemoryPlan plan;
   NodePlacement place;
+  std::string solver_note;  // why --solver auto did not take its first choice
 };
 
 // Memory readings differ between ranks: decide on the worst rank's numbers, the same everywhere.
@@ -389,6 +390,24 @@ std::string memory_refusal(const Setup& s, int64_t ranks) {
          " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
 }
 
+// ELPA 2-stage is the fastest for eigenvalues but needs about 2.6 H shares of workspace, against
+// pdsyevr's few vectors: where ELPA does not fit and ScaLAPACK does, --solver auto takes ScaLAPACK.
+void prefer_solver_that_fits(const RunOptions& o, const Rank& r, Setup& s, int per_node) {
+  if (s.solver != Solver::automatic || s.plan.total <= s.plan.available ||
+      choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n) != Solver::elpa)
+    return;
+  const Solver fallback = s.request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
+  MemoryPlan m = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, fallback, dtype_bytes(o.problem.dtype),
+                             s.engine->panel_width(), per_node);
+  agree_on_plan(r, m);
+  if (m.total > m.available) return;
+  s.solver_note = std::string("--solver auto: ELPA would need ") + human_bytes(s.plan.total) + " per rank, " +
+                  human_bytes(s.plan.available) + " is available; using " + solver_name(fallback) + " (" +
+                  human_bytes(m.total) + " per rank)";
+  s.solver = fallback;
+  s.plan = m;
+}
+
 Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
   Setup s;
   run_collectively(r.comm, [&] {
@@ -427,7 +446,92 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
   s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
                        s.engine->panel_width(), s.place.local_size);
   agree_on_plan(r, s.plan);
+  prefer_solver_that_fits(o, r, s, s.place.local_size);
   return s;
+}
+
+struct SolverTiming {
+  double seconds = 0;
+  std::string basis;  // how the estimate was made, for the plan's reader
+};
+
+// Entry (i, j) of a seeded random symmetric matrix, computed where it lives: uniform in [-1, 1].
+double random_symmetric(int64_t i, int64_t j) {
+  uint64_t x = static_cast<uint64_t>(std::min(i, j)) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(std::max(i, j));
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return static_cast<double>(x >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+template <typename T>
+double time_one_solve(const Rank& r, const ProcessGrid& grid, int64_t m, int block,
+                      EigenRequest request, Solver solver) {
+  BlockCyclicMatrix<T> a(grid, m, m, block, block);
+  for (int64_t lj = 0; lj < a.local_cols(); ++lj)
+    for (int64_t li = 0; li < a.local_rows(); ++li)
+      a.at_local(li, lj) = static_cast<T>(random_symmetric(a.global_row(li), a.global_col(lj)));
+  request.k = std::min<int64_t>(request.k, m);
+  const double t0 = MPI_Wtime();
+  solve(grid, a, request, solver);
+  double t = MPI_Wtime() - t0;
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, r.comm), "MPI_Allreduce");
+  return t;
+}
+
+// The eigensolver's time at n, from timing it on one process on random symmetric matrices of
+// doubling size until a solve takes a second and the matrix is twice the last-level cache (below
+// that, the memory-bound half of the tridiagonal reduction runs from cache and looks fast), or
+// until the next size would take the timing past ten seconds. The last two sizes are fitted to
+// t = a·n³ + b·n²: the n³ term is the reduction to tridiagonal or band form, the n² term what
+// grows slower (band reduction, tridiagonal solve) and dominates small sizes, so a pure n³
+// scaling of one small timing overestimates. Divided by the ranks at an assumed 70% parallel
+// efficiency. A random matrix has no deflation: a Hessian with many near-zero eigenvalues can
+// solve faster (bench/RESULTS.md, section d, compares with a real run).
+SolverTiming time_solver(const RunOptions& o, const Rank& r, const Setup& s, Solver solver, int ranks) {
+  SolverTiming timing;
+  run_collectively(r.comm, [&] {
+    ProcessGrid grid(MPI_COMM_SELF, 1, 1);
+    const double element = static_cast<double>(dtype_bytes(o.problem.dtype));
+    // Sizes whose matrix and workspace (about 5 copies) take at most a quarter of this rank's memory.
+    double budget = 0.25 * static_cast<double>(available_memory_bytes()) / std::max(1, s.place.local_size);
+    if (o.mem_per_rank > 0) budget = std::min(budget, 0.25 * o.mem_per_rank);
+    const int64_t largest = std::max<int64_t>(256, static_cast<int64_t>(std::sqrt(budget / (5.0 * element))));
+    const double cache = static_cast<double>(last_level_cache_bytes());
+    std::vector<std::pair<double, double>> points;
+    double spent = 0;
+    for (int64_t m = 1024;; m *= 2) {
+      const int64_t size = std::min({m, s.n, largest});
+      const double t = o.problem.dtype == Dtype::float64
+                           ? time_one_solve<double>(r, grid, size, s.block, s.request, solver)
+                           : time_one_solve<float>(r, grid, size, s.block, s.request, solver);
+      points.emplace_back(static_cast<double>(size), t);
+      spent += t;
+      // Ten seconds at most: the next size would take about eight times the last.
+      const bool enough = points.size() >= 2 && ((t >= 1.0 && element * size * size >= 2 * cache) || spent + 8 * t > 10);
+      if (size < m || enough) break;
+    }
+    const double n = static_cast<double>(s.n);
+    const auto [n2, t2] = points.back();
+    double a = t2 / (n2 * n2 * n2), b = 0;
+    if (points.size() >= 2) {
+      const auto [n1, t1] = points[points.size() - 2];
+      const double fa = (t2 - t1 * (n2 / n1) * (n2 / n1)) / (n2 * n2 * (n2 - n1));
+      const double fb = (t1 - fa * n1 * n1 * n1) / (n1 * n1);
+      if (fa > 0 && fb > 0) a = fa, b = fb;
+    }
+    const double parallel = ranks == 1 ? 1.0 : 0.7 * ranks;
+    timing.seconds = (a * n * n * n + b * n * n) / parallel;
+    timing.basis = "random matrices of n = ";
+    for (std::size_t i = 0; i < points.size(); ++i)
+      timing.basis += (i ? ", " : "") + std::to_string(static_cast<int64_t>(points[i].first));
+    timing.basis += " timed on one process";
+    if (points.back().first != n) timing.basis += ", fitted to a n^3 + b n^2";
+    if (parallel > 1) timing.basis += ", 70% parallel efficiency assumed";
+  });
+  return timing;
 }
 
 json checkpoint_identity(const RunOptions& o, const Setup& s) {
@@ -453,6 +557,7 @@ void run_dense(const RunOptions& o, MPI_Comm comm) {
   Setup s = prepare(o, r, r.size);
   const Problem& problem = *s.loaded.problem;
   const Dtype dtype = o.problem.dtype;
+  if (!s.solver_note.empty()) say(r, o, "dhess: " + s.solver_note + "\n");
   if (s.request.kind == EigenRequest::Kind::none && !o.save_hessian)
     warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
   if (s.plan.total > s.plan.available)
@@ -502,6 +607,7 @@ void run_dense(const RunOptions& o, MPI_Comm comm) {
   summary["out"] = o.out;
   summary["model"] = model_summary(o, s.loaded);
   summary["memory"]["plan_bytes_per_rank"] = s.plan.to_json();
+  if (!s.solver_note.empty()) summary["solver_note"] = s.solver_note;
   summary["setup_seconds"] = MPI_Wtime() - t0;
 
   if (dtype == Dtype::float64)
@@ -517,8 +623,12 @@ void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm com
   // The plan for `ranks` ranks; the node's memory is shared by the ranks placed on it.
   const int per_node = planned_ranks > 0 ? std::max(1, std::min(ranks, s.place.local_size * ranks / r.size))
                                          : s.place.local_size;
+  s.solver = parse_solver(o.solver);
+  s.solver_note.clear();
   s.plan = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, s.solver, dtype_bytes(o.problem.dtype),
                        s.engine->panel_width(), per_node);
+  agree_on_plan(r, s.plan);
+  prefer_solver_that_fits(o, r, s, per_node);
 
   // Time a few columns on this rank: the HVP rate per rank.
   const int64_t k = std::min<int64_t>(s.n, std::max<int64_t>(s.engine->panel_width(), 8));
@@ -533,26 +643,20 @@ void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm com
         s.engine->columns(j0, j0 + k, panel32.data());
     };
     columns(0);  // builds the first-order graph and checks the batched path once
-    double t = MPI_Wtime();
-    columns(std::min(k, s.n - k));
-    rate = static_cast<double>(k) / std::max(MPI_Wtime() - t, 1e-9);
+    // Panels for half a second at least: one small panel's time varied by 50% between runs.
+    const double t = MPI_Wtime();
+    int64_t done = 0;
+    do {
+      columns(std::min(k + done, s.n - k));
+      done += k;
+    } while (MPI_Wtime() - t < 0.5 && done < s.n);
+    rate = static_cast<double>(done) / std::max(MPI_Wtime() - t, 1e-9);
   });
-  // Time the eigensolver on a small matrix and scale by n³ and the rank count.
-  double solver_seconds = 0;
-  if (s.request.kind != EigenRequest::Kind::none) {
-    const int64_t n0 = std::min<int64_t>(s.n, 1200);
-    ProcessGrid self(MPI_COMM_SELF, 1, 1);
-    BlockCyclicMatrix<double> a(self, n0, n0, 64, 64);
-    for (int64_t j = 0; j < n0; ++j)
-      for (int64_t i = 0; i < n0; ++i) a.at_local(i, j) = std::sin(0.1 * static_cast<double>(i + j)) + (i == j ? 2 : 0);
-    double t = MPI_Wtime();
-    EigenRequest small = s.request;
-    small.k = std::min<int64_t>(small.k, n0);
-    solve(self, a, small, s.solver);
-    double scale = std::pow(static_cast<double>(s.n) / static_cast<double>(n0), 3);
-    // ScaLAPACK's eigensolvers keep roughly 70% parallel efficiency at these sizes.
-    solver_seconds = (MPI_Wtime() - t) * scale / (ranks == 1 ? 1.0 : 0.7 * ranks);
-  }
+  const Solver solver = choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n);
+  const SolverTiming solver_time = s.request.kind == EigenRequest::Kind::none
+                                       ? SolverTiming{}
+                                       : time_solver(o, r, s, solver, ranks);
+  const double solver_seconds = solver_time.seconds;
   const double hvp_seconds = static_cast<double>(s.n) / (rate * ranks);
   const bool fits = s.plan.total <= s.plan.available;
   json plan = {{"n", s.n},
@@ -561,13 +665,15 @@ void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm com
                {"block", s.block},
                {"dtype", dtype_name(o.problem.dtype)},
                {"eigen", s.request.text()},
-               {"solver", solver_name(choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n))},
+               {"solver", solver_name(solver)},
                {"memory_bytes_per_rank", s.plan.to_json()},
                {"hvp_count", s.n},
                {"hvp_columns_per_second_per_rank", rate},
                {"estimated_seconds", {{"hvp", hvp_seconds}, {"eigensolver", solver_seconds},
                                       {"total", hvp_seconds + solver_seconds}}},
+               {"eigensolver_estimate_basis", solver_time.basis},
                {"fits", fits}};
+  if (!s.solver_note.empty()) plan["solver_note"] = s.solver_note;
   if (!fits) plan["suggested_ranks"] = ranks_that_fit(o, s, ranks, s.plan.available);
   if (as_json) {
     say(r, o, plan.dump(2) + "\n");
@@ -580,14 +686,16 @@ void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm com
                   "  memory per rank: H share %s + eigenvectors %s + solver workspace %s + panel %s + process %s"
                   " = %s; available %s per rank: %s\n"
                   "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %.1f s\n"
-                  "  eigensolver (%s): about %.1f s; total about %.1f s\n",
+                  "  eigensolver (%s): about %.1f s (%s); total about %.1f s\n",
                   s.loaded.problem->description().c_str(), static_cast<long long>(s.n), ranks, s.rows, s.cols,
                   s.block, dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
                   human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
                   human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
                   fits ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), rate, hvp_seconds,
-                  plan["solver"].get<std::string>().c_str(), solver_seconds, hvp_seconds + solver_seconds);
+                  plan["solver"].get<std::string>().c_str(), solver_seconds, solver_time.basis.c_str(),
+                  hvp_seconds + solver_seconds);
     say(r, o, text);
+    if (!s.solver_note.empty()) say(r, o, "  " + s.solver_note + "\n");
     if (!fits)
       say(r, o, "  " + memory_refusal(s, plan["suggested_ranks"].get<int64_t>()) + "\n");
   }
