@@ -349,7 +349,7 @@ class Report:
 
     # ------------------------------------------------------------------ d, e
     def section_d(self):
-        runs = [(name, self.raw.summary(name), self.raw.time(name)) for name in ("d_dhess_auto_r2", "d_dhess_elpa_r2")]
+        runs = [(name, self.raw.summary(name), self.raw.time(name)) for name in ("d_dhess_auto_r2", "d_dhess_pdsyevr_r2")]
         runs = [r for r in runs if r[1] or r[2]]
         py = self.raw.get("d_python_t2.json")
         if not runs:
@@ -360,7 +360,7 @@ class Report:
         rows = []
         done = []
         for name, s, tm in runs:
-            solver = "--solver elpa" if "elpa" in name else "--solver auto"
+            solver = "--solver pdsyevr" if "pdsyevr" in name else "--solver auto"
             if not s:
                 err = ""
                 path = os.path.join(self.raw.d, name + ".stderr")
@@ -387,7 +387,11 @@ class Report:
                     bool(done), "; ".join("{}: {} s, {} per rank".format(
                         s.get("solver"), fmt(s["timings_seconds"]["total"]),
                         gb(max(s["memory"]["peak_rss_per_rank"]))) for _, s in done) +
-                    ("" if len(done) == len(runs) else "; the default solver (pdsyevr) fails, see below"))
+                    ("" if len(done) == len(runs) else "; a run failed, see below"))
+        for name, s in done:
+            if "pdsyevr" in name and "--solver pdsyevr" not in s.get("command_line", ""):
+                self.w("- the pdsyevr run was recorded by an earlier build whose `--solver auto` chose pdsyevr for "
+                       "eigenvalues (same pdsyevr code and workspace; `{}`)\n".format(s.get("command_line")))
         for name, s in done:
             t = s["timings_seconds"]
             peak = max(s["memory"]["peak_rss_per_rank"])
@@ -404,7 +408,7 @@ class Report:
                 "total_seconds": py["total_seconds"], "peak_rss": py["peak_rss_bytes"]}
         self.w("")
         for name, s in done:
-            plan = self.raw.get("d_plan_{}.json".format("elpa" if "elpa" in name else "auto"))
+            plan = self.raw.get("d_plan_{}.json".format("pdsyevr" if "pdsyevr" in name else "auto"))
             if not plan:
                 continue
             t = s["timings_seconds"]
@@ -414,8 +418,11 @@ class Report:
             mem_ratio = pm["total"] / peak
             time_ratio = est["total"] / t["total"]
             hvp_measured = t["hvp"] + t["redistribution"]
-            self.w("`dhess plan --model builtin:convnet:12 --eigen values --solver {} --ranks 2 --json` before the "
-                   "run (plan solver: {}):\n".format(plan.get("solver"), plan.get("solver")))
+            self.w("`dhess plan --model builtin:convnet:12 --eigen values --solver {} --ranks 2 --threads 1 --json` "
+                   "on one process (plan solver: {}; HVP: {}; eigensolver: {}):\n".format(
+                       "pdsyevr" if "pdsyevr" in name else "auto", plan.get("solver"),
+                       plan.get("hvp_estimate_basis", "one process timed alone"),
+                       plan.get("eigensolver_estimate_basis", "—")))
             self.w(table(["quantity", "plan", "measured", "plan / measured"], [
                 ["memory per rank", gb(pm["total"]), gb(peak), mem_ratio],
                 ["HVP + assembly seconds", est["hvp"], hvp_measured, est["hvp"] / hvp_measured],
@@ -430,22 +437,19 @@ class Report:
                             time_ratio, est["hvp"] / hvp_measured, est["eigensolver"] / t["eigensolver"]))
         for name, s, tm in runs:
             if not s and tm:
-                plan = self.raw.get("d_plan_auto.json")
+                plan = self.raw.get("d_plan_{}.json".format("pdsyevr" if "pdsyevr" in name else "auto"))
                 if plan:
                     pm = plan["memory_bytes_per_rank"]
-                    self.w("- the failed default run reached {} on its largest rank before it died; its plan said "
+                    self.w("- the failed run {} reached {} on its largest rank before it died; its plan said "
                            "{} per rank (plan / measured-so-far {:.2f})\n".format(
-                               gb(tm.get("max_rss_bytes")), gb(pm["total"]), pm["total"] / tm["max_rss_bytes"]))
-                    self.target("plan within 20% of the real run, memory per rank (auto = pdsyevr)",
-                                abs(pm["total"] / tm["max_rss_bytes"] - 1) <= 0.2,
-                                "plan {} vs {} reached before the failure".format(gb(pm["total"]),
-                                                                                  gb(tm["max_rss_bytes"])))
+                               name, gb(tm.get("max_rss_bytes")), gb(pm["total"]), pm["total"] / tm["max_rss_bytes"]))
 
     def section_e(self):
-        cases = [("d_dhess_auto_r2", "d: convnet:12 --eigen values, auto (pdsyevr)"),
-                 ("d_dhess_elpa_r2", "d: convnet:12 --eigen values, --solver elpa"),
+        cases = [("d_dhess_auto_r2", "d: convnet:12 --eigen values, auto"),
+                 ("d_dhess_pdsyevr_r2", "d: convnet:12 --eigen values, --solver pdsyevr"),
                  ("b_6085_pdsyevr_values_r2", "b: convnet:6 --eigen values, pdsyevr"),
-                 ("e_all_r2", "e: convnet:6 --eigen all, 2 ranks (pdsyevd)")]
+                 ("b_6085_pdsyevd_all_r2", "b: convnet:6 --eigen all, pdsyevd"),
+                 ("e_all_r2", "e: convnet:6 --eigen all, 2 ranks, auto")]
         rows = []
         worst = None
         for name, label in cases:

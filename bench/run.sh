@@ -9,6 +9,7 @@
 #   bench/run.sh --report        only re-render the report from existing raw records
 #   bench/run.sh --resume        keep the clean records of an earlier run (rc 0, < 0.25 foreign cores),
 #                                redo the rest (failed, noisy or missing)
+#   bench/run.sh --keep NAME     keep the record NAME as it is (repeatable; the report marks noisy ones)
 # Options: --no-build, --wait-quiet SECONDS (default 300: wait for other work to stop before
 # each timed run; every record keeps the load it saw either way).
 set -euo pipefail
@@ -17,6 +18,7 @@ root=$PWD
 
 quick=0
 resume=0
+keep=""
 only="a,b,c,d,e,f"
 build=1
 report_only=0
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --report) report_only=1 ;;
     --resume) resume=1 ;;
+    --keep) keep="$keep,$2"; shift ;;
     --wait-quiet) wait_quiet="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,6 +67,7 @@ cores=$(nproc)
 
 # done_already NAME: with --resume, a clean record (rc 0, < 0.25 foreign cores) of NAME exists
 done_already() {
+  if [[ ",$keep," == *",$1,"* ]] && [ -f "$raw/$1.time.json" ]; then return 0; fi
   [ $resume = 1 ] && [ -f "$raw/$1.time.json" ] && $py - "$raw/$1.time.json" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
@@ -160,6 +164,9 @@ section_a() {
 # ---------------------------------------------------------------- b. eigensolver
 eig_sizes="2000 6085 12000"
 [ $quick = 1 ] && eig_sizes="1000 2000"
+# 1-rank/1-thread runs up to this size; above it only 2 ranks and 2 threads (n = 12,000 on one core
+# would add about half an hour of runs whose ratios the smaller sizes already give).
+eig_one_core_max=6085
 section_b() {
   for n in $eig_sizes; do
     # n = 6,085 is the real convnet:6 Hessian; the others a seeded random symmetric matrix A
@@ -178,6 +185,7 @@ section_b() {
         --threads "$cores" --out "$work/b_${n}_hessian" -q
     fi
     for ranks in 1 2; do
+      if [ $ranks -lt $cores ] && [ "$n" -gt $eig_one_core_max ]; then continue; fi
       for job in "values pdsyevr" "all pdsyevd" "values elpa" "all elpa"; do
         set -- $job
         run_dhess "b_${n}_${2}_${1}_r${ranks}" "$ranks" 1 "${model[@]}" --eigen "$1" --solver "$2" \
@@ -187,8 +195,9 @@ section_b() {
     matrix=$([ "$n" = 6085 ] && echo "$work/b_${n}_hessian/hessian.h5:/hessian" || echo "$work/quad_$n.npy")
     for t in 1 2; do
       if [ $t -gt $cores ]; then continue; fi
+      if [ $t -lt $cores ] && [ "$n" -gt $eig_one_core_max ]; then continue; fi
       for routine in eigvalsh eigh; do
-        ref=$work/b_${n}_pdsyevr_values_r1/eigenvalues.npy
+        ref=$work/b_${n}_pdsyevr_values_r2/eigenvalues.npy
         timed "b_${n}_numpy_${routine}_t$t" --wait -- env OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t \
           $py bench/peers_eig.py "$matrix" "$routine" "$raw/b_${n}_numpy_${routine}_t$t.json" "$ref"
       done
@@ -251,15 +260,15 @@ big=convnet:12
 section_d() {
   tag=${big//:/_}
   export_model "$big"
-  for solver in auto elpa; do
+  # The plan as a user runs it before submitting: one process, --ranks 2.
+  for solver in auto pdsyevr; do
     timed "d_plan_$solver" -- sh -c "OPENBLAS_NUM_THREADS=1 $dhess plan --model builtin:$big --eigen values \
       --solver $solver --ranks 2 --threads 1 --json > $raw/d_plan_$solver.json"
   done
-  # The default solver first (auto = pdsyevr), then ELPA (2-stage for eigenvalues only).
+  # The default (auto = ELPA 2-stage for eigenvalues only), then ScaLAPACK pdsyevr.
   run_dhess "d_dhess_auto_r2" 2 1 --model "builtin:$big" --eigen values
-  run_dhess "d_dhess_elpa_r2" 2 1 --model "builtin:$big" --eigen values --solver elpa
-  ref=$work/d_dhess_elpa_r2/eigenvalues.npy
-  [ -f "$ref" ] || ref=$work/d_dhess_auto_r2/eigenvalues.npy
+  run_dhess "d_dhess_pdsyevr_r2" 2 1 --model "builtin:$big" --eigen values --solver pdsyevr
+  ref=$work/d_dhess_auto_r2/eigenvalues.npy
   # The Python route: the fastest memory-safe peer of section a -> one matrix -> numpy eigvalsh.
   timed "d_python_t$cores" --wait -- env OPENBLAS_NUM_THREADS=$cores OMP_NUM_THREADS=$cores \
     $py bench/python_route.py --model "$work/$tag.pt" --data "$work/${tag}_data.pt" --kind convnet \
@@ -292,5 +301,5 @@ section_f() {
 # a before d (d's Python route takes the fastest peer of a); the long d early, so that a
 # partial run still has it.
 for s in a c d b e f; do
-  if want $s; then "section_$s"; report; fi
+  if want $s; then "section_$s"; report || echo "bench: report failed; the raw records are kept" >&2; fi
 done

@@ -1,7 +1,10 @@
 """Runs the dhess command under mpiexec for the end-to-end tests."""
+import argparse
 import os
 import signal
 import subprocess
+import sys
+import unittest
 
 BIN = os.environ.get("DHESS_BIN", "dhess")
 MPIEXEC = os.environ.get("DHESS_MPIEXEC", "mpiexec")
@@ -29,3 +32,32 @@ def run_command(cmd, timeout=600, env=None):
 def dhess(ranks, *args, timeout=600, env=None):
     """(exit code, stdout, stderr) of `mpiexec -n ranks dhess args...`."""
     return run_command([MPIEXEC, "-n", str(ranks), BIN] + [str(a) for a in args], timeout, env)
+
+
+def descendants(root):
+    """PIDs of the processes below `root` (mpiexec: its daemons and ranks), read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            found.append(child)
+    return found
+
+
+def main_with_ranks(module):
+    """unittest.main() after taking `--ranks P` (the MPI ranks of every dhess run) into module.RANKS."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ranks", type=int, default=1)
+    args, rest = parser.parse_known_args()
+    module.RANKS = args.ranks
+    unittest.main(module=module, argv=[sys.argv[0]] + rest, verbosity=2)

@@ -34,8 +34,8 @@ import dhess_run  # noqa: E402
 RANKS = 2
 # Everything a finished run may leave in --out (OutputDir::result_names()).
 RESULT_NAMES = {"summary.json", "eigenvalues.npy", "eigenvectors.h5", "hessian.h5", "layout.json",
-                "eigenvector_shares.npy", "spectrum.png", "density.csv", "diagonal.npy", "diagonal.json",
-                "trace.json"}
+                "eigenvector_shares.npy", "spectrum.png", "density.csv", "slq_nodes.csv", "diagonal.npy",
+                "diagonal.h5"}
 # mpiexec's own report that a process exited non-zero: Open MPI prints it for every failing
 # program (`mpiexec -q` hides it). It is not dhess's output, so it is not counted as noise.
 MPIEXEC_REPORT = re.compile(

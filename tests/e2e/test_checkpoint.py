@@ -15,31 +15,21 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhess_run import BIN, MPIEXEC, dhess  # noqa: E402
+from dhess_run import BIN, MPIEXEC, descendants, dhess  # noqa: E402
 
 MODEL = ["--model", "builtin:convnet:5", "--panel", "8", "--eigen", "values", "--save-hessian"]
 
 
 def rank_pids(launcher):
-    """PIDs of the dhess processes started by this mpiexec (its descendants)."""
-    children = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    """PIDs of the dhess processes started by this mpiexec."""
+    found = []
+    for pid in descendants(launcher.pid):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().split(b"\0")[0]
+                if f.read().split(b"\0")[0].endswith(b"dhess"):
+                    found.append(pid)
         except OSError:
             continue
-        children.setdefault(ppid, []).append((int(pid), cmd))
-    found, todo = [], [launcher.pid]
-    while todo:
-        for pid, cmd in children.get(todo.pop(), []):
-            todo.append(pid)
-            if cmd.endswith(b"dhess"):
-                found.append(pid)
     return found
 
 

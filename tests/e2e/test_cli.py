@@ -1,7 +1,6 @@
 #!/usr/bin/python3
 """End-to-end: `mpiexec -n P dhess ...` on models exported from Python; every
 output read back with numpy/h5py and compared with the torch/numpy oracles."""
-import argparse
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhess_run import dhess, oracle  # noqa: E402
+from dhess_run import dhess, main_with_ranks, oracle  # noqa: E402
 
 RANKS = 1
 
@@ -218,8 +217,4 @@ class EndToEnd(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--ranks", type=int, default=1)
-    args, rest = parser.parse_known_args()
-    RANKS = args.ranks
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    main_with_ranks(sys.modules[__name__])

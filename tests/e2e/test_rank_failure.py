@@ -27,7 +27,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dhess_run  # noqa: E402
-from dhess_run import BIN, MPIEXEC  # noqa: E402
+from dhess_run import BIN, MPIEXEC, descendants  # noqa: E402
 from test_bad_inputs import RESULT_NAMES, stderr_lines  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,28 +41,15 @@ run = functools.partial(dhess_run.run_command, timeout=120)
 
 def rank_processes(root):
     """{MPI rank: pid} of the processes below `root` that carry OMPI_COMM_WORLD_RANK."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    ranks = {}
+    for pid in descendants(root):
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:
             continue
-        children.setdefault(ppid, []).append(int(entry))
-    ranks, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            todo.append(child)
-            try:
-                with open(f"/proc/{child}/environ", "rb") as f:
-                    env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            except OSError:
-                continue
-            if b"OMPI_COMM_WORLD_RANK" in env:
-                ranks[int(env[b"OMPI_COMM_WORLD_RANK"])] = child
+        if b"OMPI_COMM_WORLD_RANK" in env:
+            ranks[int(env[b"OMPI_COMM_WORLD_RANK"])] = pid
     return ranks
 
 

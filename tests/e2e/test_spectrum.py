@@ -2,7 +2,6 @@
 """Matrix-free spectrum (dhess spectrum) validated against the dense oracle:
 extreme eigenvalues, eigenvectors, trace estimates within their stated error,
 SLQ density against the exact spectrum, exact and estimated diagonals."""
-import argparse
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhess_run import dhess, oracle  # noqa: E402
+from dhess_run import dhess, main_with_ranks, oracle  # noqa: E402
 
 RANKS = 1
 
@@ -102,8 +101,4 @@ class Spectrum(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--ranks", type=int, default=1)
-    args, rest = parser.parse_known_args()
-    RANKS = args.ranks
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    main_with_ranks(sys.modules[__name__])
