@@ -232,16 +232,22 @@ class Report:
         sizes = sorted({int(re.match(r"b_(\d+)_", os.path.basename(p)).group(1))
                         for p in glob.glob(os.path.join(self.raw.d, "b_*.json"))})
         # Targets judge what a user gets by default: the solver --solver auto picks (src/eigensolver.cpp,
-        # choose_solver), ELPA 2-stage for values, ELPA 1-stage for all pairs from two ranks on, else pdsyevd.
-        def auto_pick(job, p):
-            return "elpa" if job == "values" or p >= 2 else "pdsyevd"
+        # choose_solver), ELPA 2-stage for values, LAPACK for all pairs on one process, ELPA 1-stage from
+        # two on. Records from before the LAPACK backend fall back to pdsyevd on one process.
+        def auto_pick(job, p, sec):
+            if job == "values":
+                return "elpa"
+            if p == 1:
+                return "lapack" if ("lapack", job, p) in sec else "pdsyevd"
+            return "elpa"
         ratios = {"values": [], "all": [], "elpa_values": [], "elpa_all": [], "scalapack_values": [],
                   "scalapack_all": []}
         for n in sizes:
             rows = []
             sec = {}
             for ranks in (1, 2):
-                for solver, job in (("pdsyevr", "values"), ("elpa", "values"), ("pdsyevd", "all"), ("elpa", "all")):
+                for solver, job in (("pdsyevr", "values"), ("elpa", "values"), ("lapack", "values"),
+                                    ("pdsyevd", "all"), ("elpa", "all"), ("lapack", "all")):
                     name = "b_{}_{}_{}_r{}".format(n, solver, job, ranks)
                     s = self.raw.summary(name)
                     if not s:
@@ -281,7 +287,11 @@ class Report:
                         lines.append("- {} {} vs numpy {} (T={}): **{:.2f}**".format(solver, ranks, routine, t, a / b))
                     if e:
                         lines.append("- ELPA {} vs numpy {} (T={}): **{:.2f}**".format(ranks, routine, t, e / b))
-                    picked = sec.get((auto_pick(job, p), job, p))
+                    la = sec.get(("lapack", job, p))
+                    if la:
+                        lines.append("- LAPACK (dhess) {} vs numpy {} (T={}): **{:.2f}**".format(ranks, routine, t,
+                                                                                            la / b))
+                    picked = sec.get((auto_pick(job, p, sec), job, p))
                     if picked:
                         ratios[job].append((picked / b, n, p))
                 for job, base in (("values", "pdsyevr"), ("all", "pdsyevd")):
@@ -307,8 +317,9 @@ class Report:
             worst = max(ratios[job])
             self.target("eigen{} ≤ 1.0× numpy {} (dhess --solver auto)".format(
                 "values only" if job == "values" else " all vectors", routine), ok,
-                "worst {:.2f} (n = {:,}, {} rank(s)); auto (ELPA{}): {}; ScaLAPACK {}: {}".format(
-                    worst[0], worst[1], worst[2], " 2-stage" if job == "values" else " 1-stage from 2 ranks",
+                "worst {:.2f} (n = {:,}, {} rank(s)); auto ({}): {}; ScaLAPACK {}: {}".format(
+                    worst[0], worst[1], worst[2],
+                    "ELPA 2-stage" if job == "values" else "LAPACK dsyevd on 1 rank, ELPA 1-stage from 2",
                     listing(ratios[job]), "pdsyevr" if job == "values" else "pdsyevd",
                     listing(ratios["scalapack_" + job])))
         for job, base in (("values", "pdsyevr"), ("all", "pdsyevd")):

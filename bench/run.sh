@@ -186,7 +186,10 @@ section_b() {
     fi
     for ranks in 1 2; do
       if [ $ranks -lt $cores ] && [ "$n" -gt $eig_one_core_max ]; then continue; fi
-      for job in "values pdsyevr" "all pdsyevd" "values elpa" "all elpa"; do
+      jobs=("values pdsyevr" "all pdsyevd" "values elpa" "all elpa")
+      # LAPACK runs on one process only.
+      if [ $ranks = 1 ]; then jobs+=("values lapack" "all lapack"); fi
+      for job in "${jobs[@]}"; do
         set -- $job
         run_dhess "b_${n}_${2}_${1}_r${ranks}" "$ranks" 1 "${model[@]}" --eigen "$1" --solver "$2" \
           --checkpoint "$ckpt" --resume

@@ -66,7 +66,7 @@ int run_cli(int argc, char** argv, MPI_Comm comm) {
   app.add_flag("--force", o.force, "replace an existing result in --out");
   app.add_flag("--save-hessian", o.save_hessian, "also write hessian.h5 (n x n)");
   app.add_option("--eigen", o.eigen, "values (default) | all | top:K | bottom:K | none");
-  app.add_option("--solver", o.solver, "auto (default) | pdsyevd | pdsyevr | elpa");
+  app.add_option("--solver", o.solver, "auto (default) | pdsyevd | pdsyevr | elpa | lapack (one process)");
   app.add_option("--grid", o.grid, "process grid RxC (default: near-square)");
   app.add_option("--block", o.block, "block size of the block-cyclic matrix (default: 64)")->check(positive_integer);
   app.add_option("--panel", o.panel, "Hessian columns per HVP pass (default: automatic)")->check(positive_integer);

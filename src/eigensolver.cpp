@@ -58,11 +58,12 @@ Solver parse_solver(const std::string& text) {
   if (text == "auto") return Solver::automatic;
   if (text == "pdsyevd") return Solver::pdsyevd;
   if (text == "pdsyevr") return Solver::pdsyevr;
+  if (text == "lapack") return Solver::lapack;
   if (text == "elpa") {
     if (!elpa_available()) throw UsageError("--solver elpa: this dhess was built without ELPA");
     return Solver::elpa;
   }
-  throw UsageError("--solver '" + text + "' is not one of auto, pdsyevd, pdsyevr, elpa");
+  throw UsageError("--solver '" + text + "' is not one of auto, pdsyevd, pdsyevr, elpa, lapack");
 }
 
 const char* solver_name(Solver solver) {
@@ -71,6 +72,7 @@ const char* solver_name(Solver solver) {
     case Solver::pdsyevd: return "pdsyevd";
     case Solver::pdsyevr: return "pdsyevr";
     case Solver::elpa: return "elpa";
+    case Solver::lapack: return "lapack";
   }
   return "?";
 }
@@ -80,15 +82,40 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n) {
   return power_of_two && static_cast<int64_t>(block) * std::max(grid_rows, grid_cols) <= n;
 }
 
+namespace {
+
+// LAPACK's 32-bit workspace size for all eigenpairs, 1 + 6n + 2n² (dsyevd), caps n at 32,766.
+bool lapack_accepts(const EigenRequest& request, int64_t n) {
+  return request.kind != EigenRequest::Kind::all || 1 + 6 * n + 2 * n * n <= 2147483647;
+}
+
+}  // namespace
+
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
   if (wanted != Solver::automatic) return wanted;
   // Measured on the n = 2,885 convnet Hessian, 2 ranks (bench/RESULTS.md, section c): ELPA 2-stage
-  // values 0.58x pdsyevr's time, ELPA 1-stage all pairs 0.84x pdsyevd's. Index ranges stay with pdsyevr.
+  // values 0.58x pdsyevr's time, ELPA 1-stage all pairs 0.84x pdsyevd's. Index ranges stay with MRRR.
   const bool elpa = elpa_available() && elpa_accepts(block, grid_rows, grid_cols, n);
-  if (request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom) return Solver::pdsyevr;
-  if (request.kind == EigenRequest::Kind::values) return elpa ? Solver::elpa : Solver::pdsyevr;
+  // On one process ScaLAPACK is LAPACK plus overhead (pdsyevd 1.19x numpy's dsyevd at n = 6,085,
+  // section b): LAPACK itself, except for values, where ELPA 2-stage took half numpy's time.
+  const bool one = grid_rows * grid_cols == 1;
+  const bool lapack = one && lapack_accepts(request, n);
+  if (request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom)
+    return lapack ? Solver::lapack : Solver::pdsyevr;
+  if (request.kind == EigenRequest::Kind::values) return elpa ? Solver::elpa : lapack ? Solver::lapack : Solver::pdsyevr;
+  if (lapack) return Solver::lapack;
   // On one process ELPA 1-stage measured slower than pdsyevd: ELPA only from two processes on.
-  return elpa && grid_rows * grid_cols >= 2 ? Solver::elpa : Solver::pdsyevd;
+  return elpa && !one ? Solver::elpa : Solver::pdsyevd;
+}
+
+void check_solver(Solver solver, int block, int grid_rows, int grid_cols, int64_t n) {
+  if (solver == Solver::elpa && !elpa_accepts(block, grid_rows, grid_cols, n))
+    throw UsageError("--solver elpa needs a power-of-two --block with at least one block per process row and column "
+                     "(block " + std::to_string(block) + ", grid " + std::to_string(grid_rows) + "x" +
+                     std::to_string(grid_cols) + ", n " + std::to_string(n) + ")");
+  if (solver == Solver::lapack && grid_rows * grid_cols != 1)
+    throw UsageError("--solver lapack runs on one process; with " + std::to_string(grid_rows * grid_cols) +
+                     " ranks use auto, pdsyevd, pdsyevr or elpa");
 }
 
 namespace {
@@ -218,6 +245,74 @@ Spectrum<T> run_pdsyevr(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const 
   return s;
 }
 
+template <typename T>
+void lapack_syevd(const char* jobz, int n, T* a, int lda, T* w, T* work, int lwork, int* iwork, int liwork,
+                  int* info) {
+  if constexpr (std::is_same_v<T, double>)
+    dsyevd_(jobz, "L", &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+  else
+    ssyevd_(jobz, "L", &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+}
+
+template <typename T>
+void lapack_syevr(int n, T* a, int lda, int il, int iu, int* m, T* w, T* z, int ldz, int* isuppz, T* work, int lwork,
+                  int* iwork, int liwork, int* info) {
+  const T zero = 0;
+  if constexpr (std::is_same_v<T, double>)
+    dsyevr_("V", "I", "L", &n, a, &lda, &zero, &zero, &il, &iu, &zero, m, w, z, &ldz, isuppz, work, &lwork, iwork,
+            &liwork, info);
+  else
+    ssyevr_("V", "I", "L", &n, a, &lda, &zero, &zero, &il, &iu, &zero, m, w, z, &ldz, isuppz, work, &lwork, iwork,
+            &liwork, info);
+}
+
+// One process holds H whole (a 1x1 grid's local storage is column-major n x n): LAPACK directly.
+// All pairs: dsyevd overwrites H with the eigenvectors, so no second n x n matrix. Index ranges:
+// dsyevr (MRRR) computes only the K vectors.
+template <typename T>
+Spectrum<T> run_lapack(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request) {
+  const int n = static_cast<int>(h.rows());
+  const int lda = static_cast<int>(h.lld());
+  const bool single = std::is_same_v<T, float>;
+  Spectrum<T> s;
+  std::vector<T> w(n);
+  T query = 0;
+  int iquery = 0, info = 0;
+  if (request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::all) {
+    const char* jobz = request.kind == EigenRequest::Kind::all ? "V" : "N";
+    s.routine = single ? "ssyevd" : "dsyevd";
+    lapack_syevd<T>(jobz, n, h.data(), lda, w.data(), &query, -1, &iquery, -1, &info);
+    check_info(info, s.routine.c_str());
+    std::vector<T> work(round_up(query, 0));
+    std::vector<int> iwork(round_up(iquery, 0));
+    lapack_syevd<T>(jobz, n, h.data(), lda, w.data(), work.data(), static_cast<int>(work.size()), iwork.data(),
+                    static_cast<int>(iwork.size()), &info);
+    check_info(info, s.routine.c_str());
+    if (request.kind == EigenRequest::Kind::all) s.vectors = std::make_unique<BlockCyclicMatrix<T>>(std::move(h));
+    s.values.assign(w.begin(), w.end());
+    return s;
+  }
+  s.routine = single ? "ssyevr" : "dsyevr";
+  const int k = static_cast<int>(request.k);
+  const int il = request.kind == EigenRequest::Kind::top ? n - k + 1 : 1;
+  const int iu = request.kind == EigenRequest::Kind::top ? n : k;
+  s.vectors = std::make_unique<BlockCyclicMatrix<T>>(grid, h.rows(), k, h.row_block(), h.col_block());
+  const int ldz = static_cast<int>(s.vectors->lld());
+  std::vector<int> isuppz(2 * static_cast<std::size_t>(k));
+  int m = 0;
+  lapack_syevr<T>(n, h.data(), lda, il, iu, &m, w.data(), s.vectors->data(), ldz, isuppz.data(), &query, -1,
+                  &iquery, -1, &info);
+  check_info(info, s.routine.c_str());
+  std::vector<T> work(round_up(query, 0));
+  std::vector<int> iwork(round_up(iquery, 0));
+  lapack_syevr<T>(n, h.data(), lda, il, iu, &m, w.data(), s.vectors->data(), ldz, isuppz.data(), work.data(),
+                  static_cast<int>(work.size()), iwork.data(), static_cast<int>(iwork.size()), &info);
+  check_info(info, s.routine.c_str());
+  if (m != k) throw InternalError(s.routine + " returned " + std::to_string(m) + " eigenvalues, expected " + std::to_string(k));
+  s.values.assign(w.begin(), w.begin() + k);
+  return s;
+}
+
 }  // namespace
 
 #ifndef DHESS_WITH_ELPA
@@ -237,11 +332,13 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   if (request.kind == EigenRequest::Kind::none) return {};
   check_eigen_request(request, h.rows());
   Solver chosen = choose_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
-  // Debian's single-precision ELPA 2-stage fails (ELPA_ERROR_DURING_COMPUTATION): float32 stays with ScaLAPACK.
+  check_solver(chosen, h.row_block(), grid.rows(), grid.cols(), h.rows());
+  // Debian's single-precision ELPA 2-stage fails (ELPA_ERROR_DURING_COMPUTATION): float32 stays with (Sca)LAPACK.
   if (solver == Solver::automatic && chosen == Solver::elpa && std::is_same_v<T, float>)
-    chosen = request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
+    chosen = grid.size() == 1 ? Solver::lapack : request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
   switch (chosen) {
     case Solver::elpa: return run_elpa(grid, h, request);
+    case Solver::lapack: return run_lapack(grid, h, request);
     case Solver::pdsyevd:
       if (request.kind == EigenRequest::Kind::all) return run_pdsyevd(grid, h);
       // pdsyevd has no values-only mode and no index range: those go to pdsyevr.
@@ -258,6 +355,14 @@ std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, i
   const int64_t nq = ceil_div(ceil_div(n, block), grid_cols) * block;
   const int64_t share = np * nq;
   int64_t elements = 0;
+  if (chosen == Solver::lapack) {
+    // dsyevd: 1 + 6n + 2n² for all pairs (the vectors overwrite H), its blocked dsytrd's n(nb + 2)
+    // for values; dsyevr: 26n plus the K vectors.
+    if (request.kind == EigenRequest::Kind::all) elements = 1 + 6 * n + 2 * n * n;
+    else if (request.kind == EigenRequest::Kind::values) elements = n * (block + 2) + 2 * n + 1;
+    else elements = 26 * n + request.count(n) * n;
+    return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(10 * n) * sizeof(int);
+  }
   if (chosen == Solver::elpa && !request.wants_vectors()) {
     // 2-stage: measured 2.5-2.6 H shares above H itself (n = 2,885 to 23,365, 1 and 2 ranks; bench/RESULTS.md).
     elements = 13 * share / 5 + 8 * n;

@@ -54,10 +54,6 @@ class ElpaHandle {
 template <typename T>
 Spectrum<T> run_elpa(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request) {
   const int64_t n = h.rows();
-  if (!elpa_accepts(h.row_block(), grid.rows(), grid.cols(), n))
-    throw UsageError("--solver elpa needs a power-of-two --block with at least one block per process row and column "
-                     "(block " + std::to_string(h.row_block()) + ", grid " + std::to_string(grid.rows()) + "x" +
-                     std::to_string(grid.cols()) + ", n " + std::to_string(n) + ")");
   const bool top = request.kind == EigenRequest::Kind::top;
   // ELPA returns the lowest nev eigenpairs: the top K of H are the bottom K of -H.
   if (top)

@@ -56,7 +56,12 @@ MemoryPlan plan_memory(const RunOptions& o, int64_t n, int block, int rows, int 
     return static_cast<double>((blocks + procs - 1) / procs) * block;
   };
   m.h = local(rows) * local(cols) * static_cast<double>(elem);
-  m.z = request.wants_vectors() ? m.h : 0;
+  // LAPACK's dsyevd leaves the eigenvectors in H's place; its dsyevr writes only the K asked for.
+  const bool lapack = choose_solver(solver, request, block, rows, cols, n) == Solver::lapack;
+  m.z = !request.wants_vectors() ? 0
+        : !lapack                ? m.h
+        : request.kind == EigenRequest::Kind::all ? 0
+                                                  : static_cast<double>(n) * request.count(n) * static_cast<double>(elem);
   m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, elem));
   // The panel, its products and the backward temporaries (see HvpEngine).
   m.panel = 4.0 * static_cast<double>(n) * static_cast<double>(panel) * static_cast<double>(elem);
@@ -396,7 +401,9 @@ void prefer_solver_that_fits(const RunOptions& o, const Rank& r, Setup& s, int p
   if (s.solver != Solver::automatic || s.plan.total <= s.plan.available ||
       choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n) != Solver::elpa)
     return;
-  const Solver fallback = s.request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
+  const Solver fallback = s.rows * s.cols == 1                          ? Solver::lapack
+                          : s.request.kind == EigenRequest::Kind::all ? Solver::pdsyevd
+                                                                      : Solver::pdsyevr;
   MemoryPlan m = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, fallback, dtype_bytes(o.problem.dtype),
                              s.engine->panel_width(), per_node);
   agree_on_plan(r, m);
@@ -422,6 +429,7 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
   run_collectively(r.comm, [&] {
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
+    if (s.request.kind != EigenRequest::Kind::none) check_solver(s.solver, s.block, s.rows, s.cols, s.n);
     HvpOptions options;
     options.panel = o.panel;
     options.mode = parse_hvp_mode(o.hvp_mode);
@@ -532,9 +540,11 @@ SolverTiming time_solver(const RunOptions& o, const Rank& r, const Setup& s, Sol
     if (points.back().first != n) timing.basis += ", fitted to a n^3 + b n^2";
     if (parallel > 1) timing.basis += ", 70% parallel efficiency assumed";
     // Divide and conquer (ELPA, pdsyevd) deflates equal and zero eigenvalues, which random matrices
-    // do not have and many Hessians do: the built-in convnet's, 89% exactly zero, solved in 0.62x the
-    // estimate (bench/RESULTS.md, section d). MRRR (pdsyevr) costs the same for any spectrum.
-    if (solver != Solver::pdsyevr) {
+    // do not have and many Hessians do: the built-in convnet's, 89% exactly zero, solved in 0.6-0.7x
+    // the estimate (bench/RESULTS.md, section d). MRRR (pdsyevr, dsyevr) and the values-only
+    // root finder of dsyevd cost the same for any spectrum.
+    if (solver == Solver::elpa ||
+        (s.request.kind == EigenRequest::Kind::all && (solver == Solver::pdsyevd || solver == Solver::lapack))) {
       timing.upper_bound = true;
       timing.basis += "; an upper bound: spectra with many equal or zero eigenvalues deflate and solve faster";
     }

@@ -128,11 +128,35 @@ TEST(Eigen, ElpaPassesTheSameChecks) {
   }
 }
 
+TEST(Eigen, LapackOnOneProcessPassesTheSameChecks) {
+  if (test::world_size() != 1) {
+    // More than one process: refused before any work, with the rank count named.
+    ProcessGrid grid(MPI_COMM_WORLD, 1, test::world_size());
+    EXPECT_THROW(check_solver(Solver::lapack, 16, 1, test::world_size(), 343), UsageError);
+    auto a = distribute<double>(grid, read_npy(oracle("convnet_H.npy")), 16);
+    EXPECT_THROW(solve(grid, a, parse_eigen_request("values"), Solver::lapack), UsageError);
+    return;
+  }
+  run_case({"all", Solver::lapack, 16}, 1, 1);
+  run_case({"values", Solver::lapack, 7}, 1, 1);
+  run_case({"top:5", Solver::lapack, 16}, 1, 1);
+  run_case({"bottom:7", Solver::lapack, 5}, 1, 1);
+  run_case({"top:1", Solver::lapack, 16}, 1, 1);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 16, 1, 1, 343), Solver::lapack);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("top:3"), 16, 1, 1, 343), Solver::lapack);
+  // Past LAPACK's 32-bit workspace (1 + 6n + 2n² > 2^31 - 1) all pairs go to ScaLAPACK.
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 64, 1, 1, 40000), Solver::pdsyevd);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 16, 1, 2, 343),
+            elpa_available() ? Solver::elpa : Solver::pdsyevd);
+}
+
 TEST(Eigen, Float32AgreesWithFloat64ToSinglePrecision) {
   NpyArray h = read_npy(oracle("convnet_H.npy"));
   NpyArray eig = read_npy(oracle("convnet_eig.npy"));
   ProcessGrid grid(MPI_COMM_WORLD, 1, test::world_size());
-  for (Solver solver : {Solver::pdsyevd, Solver::pdsyevr}) {
+  std::vector<Solver> solvers = {Solver::pdsyevd, Solver::pdsyevr};
+  if (test::world_size() == 1) solvers.push_back(Solver::lapack);
+  for (Solver solver : solvers) {
     auto a = distribute<float>(grid, h, 16);
     Spectrum<float> s = solve(grid, a, parse_eigen_request("all"), solver);
     Verdict v = check(s, h, eig, 0);

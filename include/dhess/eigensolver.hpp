@@ -1,6 +1,7 @@
 #pragma once
 // Eigensolver backends over a BlockCyclicMatrix: ScaLAPACK pdsyevd (all
-// eigenpairs), pdsyevr (values only, index ranges) and ELPA (2-stage).
+// eigenpairs), pdsyevr (values only, index ranges), ELPA (2-stage) and, on one
+// process, LAPACK dsyevd/dsyevr.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,7 +25,7 @@ EigenRequest parse_eigen_request(const std::string& text);
 // Throws UsageError when K is outside [1, n].
 void check_eigen_request(const EigenRequest& request, int64_t n);
 
-enum class Solver { automatic, pdsyevd, pdsyevr, elpa };
+enum class Solver { automatic, pdsyevd, pdsyevr, elpa, lapack };
 Solver parse_solver(const std::string& text);
 bool elpa_available();
 // The backend `automatic` resolves to for this request, grid and block size.
@@ -32,6 +33,9 @@ Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int 
 const char* solver_name(Solver solver);
 // Block size ELPA accepts for n on a pr×pc grid (a power of two, one block per process row/column).
 bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
+// Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
+// grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
+void check_solver(Solver solver, int block, int grid_rows, int grid_cols, int64_t n);
 
 template <typename T>
 struct Spectrum {

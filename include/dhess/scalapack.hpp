@@ -1,5 +1,5 @@
 #pragma once
-// The extern "C" BLACS/ScaLAPACK prototypes dhess calls, and nothing else.
+// The extern "C" BLACS/ScaLAPACK/LAPACK prototypes dhess calls, and nothing else.
 // Only process_grid.cpp, block_cyclic.cpp and eigensolver.cpp include this.
 #include <mpi.h>
 
@@ -39,4 +39,18 @@ void pssyevr_(const char* jobz, const char* range, const char* uplo, const int* 
               const int* ja, const int* desca, const float* vl, const float* vu, const int* il, const int* iu,
               int* m, int* nz, float* w, float* z, const int* iz, const int* jz, const int* descz, float* work,
               const int* lwork, int* iwork, const int* liwork, int* info);
+
+// LAPACK (OpenBLAS's), for a matrix held whole by one process.
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info);
+void ssyevd_(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* w, float* work,
+             const int* lwork, int* iwork, const int* liwork, int* info);
+void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a, const int* lda,
+             const double* vl, const double* vu, const int* il, const int* iu, const double* abstol, int* m,
+             double* w, double* z, const int* ldz, int* isuppz, double* work, const int* lwork, int* iwork,
+             const int* liwork, int* info);
+void ssyevr_(const char* jobz, const char* range, const char* uplo, const int* n, float* a, const int* lda,
+             const float* vl, const float* vu, const int* il, const int* iu, const float* abstol, int* m, float* w,
+             float* z, const int* ldz, int* isuppz, float* work, const int* lwork, int* iwork, const int* liwork,
+             int* info);
 }

@@ -401,7 +401,13 @@ class BadInputs(unittest.TestCase):
         self.expect_error(64, self.linear(**{"--dtype": "float16"}), "--dtype 'float16'")
 
     def test_unknown_solver(self):
-        self.expect_error(64, self.linear(**{"--solver": "lapack"}), "--solver 'lapack'")
+        self.expect_error(64, self.linear(**{"--solver": "magma"}), "--solver 'magma'")
+
+    def test_lapack_solver_on_two_ranks(self):
+        self.expect_error(64, self.linear(**{"--solver": "lapack"}), "--solver lapack", "2 ranks")
+
+    def test_elpa_solver_with_a_block_it_does_not_take(self):
+        self.expect_error(64, self.linear(**{"--solver": "elpa", "--block": "3"}), "--solver elpa", "block 3")
 
     def test_unknown_hvp_mode(self):
         self.expect_error(64, self.linear(**{"--hvp-mode": "fast"}), "--hvp-mode 'fast'")
