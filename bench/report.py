@@ -483,7 +483,9 @@ class Report:
                  ("d_dhess_pdsyevr_r2", "d: convnet:12 --eigen values, --solver pdsyevr"),
                  ("b_6085_pdsyevr_values_r2", "b: convnet:6 --eigen values, pdsyevr"),
                  ("b_6085_pdsyevd_all_r2", "b: convnet:6 --eigen all, pdsyevd"),
-                 ("e_all_r2", "e: convnet:6 --eigen all, 2 ranks, auto")]
+                 ("e_all_r2", "e: convnet:6 --eigen all, 2 ranks, auto"),
+                 ("b_6085_lapack_all_r1", "b: convnet:6 --eigen all, 1 rank, LAPACK dsyevd (vectors in H's place)"),
+                 ("b_6085_elpa_values_r1", "b: convnet:6 --eigen values, 1 rank, ELPA 2-stage")]
         rows = []
         worst = None
         for name, label in cases:

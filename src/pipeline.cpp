@@ -395,7 +395,7 @@ std::string memory_refusal(const Setup& s, int64_t ranks) {
          " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
 }
 
-// ELPA 2-stage is the fastest for eigenvalues but needs about 2.6 H shares of workspace, against
+// ELPA 2-stage is the fastest for eigenvalues but needs 2.5-3.75 H shares of workspace, against
 // pdsyevr's few vectors: where ELPA does not fit and ScaLAPACK does, --solver auto takes ScaLAPACK.
 void prefer_solver_that_fits(const RunOptions& o, const Rank& r, Setup& s, int per_node) {
   if (s.solver != Solver::automatic || s.plan.total <= s.plan.available ||
@@ -540,7 +540,7 @@ SolverTiming time_solver(const RunOptions& o, const Rank& r, const Setup& s, Sol
     if (points.back().first != n) timing.basis += ", fitted to a n^3 + b n^2";
     if (parallel > 1) timing.basis += ", 70% parallel efficiency assumed";
     // Divide and conquer (ELPA, pdsyevd) deflates equal and zero eigenvalues, which random matrices
-    // do not have and many Hessians do: the built-in convnet's, 89% exactly zero, solved in 0.6-0.7x
+    // do not have and many Hessians do: the built-in convnet's, 89% exactly zero, solved in about 0.6x
     // the estimate (bench/RESULTS.md, section d). MRRR (pdsyevr, dsyevr) and the values-only
     // root finder of dsyevd cost the same for any spectrum.
     if (solver == Solver::elpa ||
