@@ -82,14 +82,10 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n) {
   return power_of_two && static_cast<int64_t>(block) * std::max(grid_rows, grid_cols) <= n;
 }
 
-namespace {
-
-// LAPACK's 32-bit workspace size for all eigenpairs, 1 + 6n + 2n² (dsyevd), caps n at 32,766.
 bool lapack_accepts(const EigenRequest& request, int64_t n) {
-  return request.kind != EigenRequest::Kind::all || 1 + 6 * n + 2 * n * n <= 2147483647;
+  const int64_t largest = 2147483647;
+  return n * n <= largest && (request.kind != EigenRequest::Kind::all || 1 + 6 * n + 2 * n * n <= largest);
 }
-
-}  // namespace
 
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
   if (wanted != Solver::automatic) return wanted;
@@ -108,7 +104,7 @@ Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int 
   return elpa && !one ? Solver::elpa : Solver::pdsyevd;
 }
 
-void check_solver(Solver solver, int block, int grid_rows, int grid_cols, int64_t n) {
+void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
   if (solver == Solver::elpa && !elpa_accepts(block, grid_rows, grid_cols, n))
     throw UsageError("--solver elpa needs a power-of-two --block with at least one block per process row and column "
                      "(block " + std::to_string(block) + ", grid " + std::to_string(grid_rows) + "x" +
@@ -116,6 +112,10 @@ void check_solver(Solver solver, int block, int grid_rows, int grid_cols, int64_
   if (solver == Solver::lapack && grid_rows * grid_cols != 1)
     throw UsageError("--solver lapack runs on one process; with " + std::to_string(grid_rows * grid_cols) +
                      " ranks use auto, pdsyevd, pdsyevr or elpa");
+  if (solver == Solver::lapack && !lapack_accepts(request, n))
+    throw UsageError("--solver lapack: n = " + std::to_string(n) + " is past LAPACK's 32-bit sizes (n^2" +
+                     (request.kind == EigenRequest::Kind::all ? " and 2n^2 workspace" : "") +
+                     " below 2^31); use auto, pdsyevd, pdsyevr or elpa");
 }
 
 namespace {
@@ -332,7 +332,7 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   if (request.kind == EigenRequest::Kind::none) return {};
   check_eigen_request(request, h.rows());
   Solver chosen = choose_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
-  check_solver(chosen, h.row_block(), grid.rows(), grid.cols(), h.rows());
+  check_solver(chosen, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
   // Debian's single-precision ELPA 2-stage fails (ELPA_ERROR_DURING_COMPUTATION): float32 stays with (Sca)LAPACK.
   if (solver == Solver::automatic && chosen == Solver::elpa && std::is_same_v<T, float>)
     chosen = grid.size() == 1 ? Solver::lapack : request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;

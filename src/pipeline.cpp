@@ -401,7 +401,7 @@ void prefer_solver_that_fits(const RunOptions& o, const Rank& r, Setup& s, int p
   if (s.solver != Solver::automatic || s.plan.total <= s.plan.available ||
       choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n) != Solver::elpa)
     return;
-  const Solver fallback = s.rows * s.cols == 1                          ? Solver::lapack
+  const Solver fallback = s.rows * s.cols == 1 && lapack_accepts(s.request, s.n) ? Solver::lapack
                           : s.request.kind == EigenRequest::Kind::all ? Solver::pdsyevd
                                                                       : Solver::pdsyevr;
   MemoryPlan m = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, fallback, dtype_bytes(o.problem.dtype),
@@ -429,7 +429,7 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
   run_collectively(r.comm, [&] {
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
-    if (s.request.kind != EigenRequest::Kind::none) check_solver(s.solver, s.block, s.rows, s.cols, s.n);
+    if (s.request.kind != EigenRequest::Kind::none) check_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n);
     HvpOptions options;
     options.panel = o.panel;
     options.mode = parse_hvp_mode(o.hvp_mode);

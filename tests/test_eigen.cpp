@@ -132,7 +132,8 @@ TEST(Eigen, LapackOnOneProcessPassesTheSameChecks) {
   if (test::world_size() != 1) {
     // More than one process: refused before any work, with the rank count named.
     ProcessGrid grid(MPI_COMM_WORLD, 1, test::world_size());
-    EXPECT_THROW(check_solver(Solver::lapack, 16, 1, test::world_size(), 343), UsageError);
+    EXPECT_THROW(check_solver(Solver::lapack, parse_eigen_request("values"), 16, 1, test::world_size(), 343),
+                 UsageError);
     auto a = distribute<double>(grid, read_npy(oracle("convnet_H.npy")), 16);
     EXPECT_THROW(solve(grid, a, parse_eigen_request("values"), Solver::lapack), UsageError);
     return;
@@ -146,6 +147,10 @@ TEST(Eigen, LapackOnOneProcessPassesTheSameChecks) {
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("top:3"), 16, 1, 1, 343), Solver::lapack);
   // Past LAPACK's 32-bit workspace (1 + 6n + 2n² > 2^31 - 1) all pairs go to ScaLAPACK.
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 64, 1, 1, 40000), Solver::pdsyevd);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("top:3"), 64, 1, 1, 50000), Solver::pdsyevr);
+  EXPECT_THROW(check_solver(Solver::lapack, parse_eigen_request("all"), 64, 1, 1, 40000), UsageError);
+  EXPECT_NO_THROW(check_solver(Solver::lapack, parse_eigen_request("values"), 64, 1, 1, 40000));
+  EXPECT_THROW(check_solver(Solver::lapack, parse_eigen_request("values"), 64, 1, 1, 50000), UsageError);
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 16, 1, 2, 343),
             elpa_available() ? Solver::elpa : Solver::pdsyevd);
 }

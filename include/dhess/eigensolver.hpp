@@ -35,7 +35,9 @@ const char* solver_name(Solver solver);
 bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
 // Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
 // grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
-void check_solver(Solver solver, int block, int grid_rows, int grid_cols, int64_t n);
+void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
+// LAPACK's 32-bit integers: n² elements in one array, and for all pairs dsyevd's 1 + 6n + 2n² workspace.
+bool lapack_accepts(const EigenRequest& request, int64_t n);
 
 template <typename T>
 struct Spectrum {
