@@ -216,8 +216,13 @@ void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   reset_peak_rss();
   const std::size_t before = current_rss_bytes();
   e.compute(0, probe, out);
-  const double per_column = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
-  const int64_t fits = per_column > 0 ? static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column) : saved;
+  // The RSS growth undercounts when the allocator reuses what the first pass freed, which made the
+  // width swing from 4 to 64 between runs of one model; the plan charges every column the panel,
+  // its products and the backward temporaries (4 n-vectors, MemoryPlan::panel), so no less here.
+  const double element = e.p.scalar_type == torch::kFloat64 ? 8.0 : 4.0;
+  const double measured = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
+  const double per_column = std::max(measured, 4.0 * static_cast<double>(e.n) * element);
+  const int64_t fits = static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column);
   e.panel = std::max<int64_t>(1, std::min<int64_t>({saved, fits, e.n}));
 }
 
