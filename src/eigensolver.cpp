@@ -82,26 +82,34 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n) {
   return power_of_two && static_cast<int64_t>(block) * std::max(grid_rows, grid_cols) <= n;
 }
 
+namespace {
+
+// LAPACK's 32-bit integers: n² elements in one array, and for all pairs dsyevd's 1 + 6n + 2n² workspace.
 bool lapack_accepts(const EigenRequest& request, int64_t n) {
   const int64_t largest = 2147483647;
   return n * n <= largest && (request.kind != EigenRequest::Kind::all || 1 + 6 * n + 2 * n * n <= largest);
 }
 
+}  // namespace
+
+Solver choose_solver_without_elpa(const EigenRequest& request, int grid_rows, int grid_cols, int64_t n) {
+  // On one process ScaLAPACK is LAPACK plus overhead (pdsyevd 1.19x numpy's dsyevd at n = 6,085,
+  // bench/RESULTS.md, section b): LAPACK itself.
+  if (grid_rows * grid_cols == 1 && lapack_accepts(request, n)) return Solver::lapack;
+  return request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
+}
+
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
   if (wanted != Solver::automatic) return wanted;
   // Measured on the n = 2,885 convnet Hessian, 2 ranks (bench/RESULTS.md, section c): ELPA 2-stage
-  // values 0.58x pdsyevr's time, ELPA 1-stage all pairs 0.84x pdsyevd's. Index ranges stay with MRRR.
+  // values 0.58x pdsyevr's time (and half numpy's dsyevd on one process, section b), ELPA 1-stage
+  // all pairs 0.84x pdsyevd's. Index ranges stay with MRRR.
   const bool elpa = elpa_available() && elpa_accepts(block, grid_rows, grid_cols, n);
-  // On one process ScaLAPACK is LAPACK plus overhead (pdsyevd 1.19x numpy's dsyevd at n = 6,085,
-  // section b): LAPACK itself, except for values, where ELPA 2-stage took half numpy's time.
-  const bool one = grid_rows * grid_cols == 1;
-  const bool lapack = one && lapack_accepts(request, n);
-  if (request.kind == EigenRequest::Kind::top || request.kind == EigenRequest::Kind::bottom)
-    return lapack ? Solver::lapack : Solver::pdsyevr;
-  if (request.kind == EigenRequest::Kind::values) return elpa ? Solver::elpa : lapack ? Solver::lapack : Solver::pdsyevr;
-  if (lapack) return Solver::lapack;
+  const Solver other = choose_solver_without_elpa(request, grid_rows, grid_cols, n);
+  if (request.kind == EigenRequest::Kind::values) return elpa ? Solver::elpa : other;
   // On one process ELPA 1-stage measured slower than pdsyevd: ELPA only from two processes on.
-  return elpa && !one ? Solver::elpa : Solver::pdsyevd;
+  if (request.kind == EigenRequest::Kind::all) return elpa && grid_rows * grid_cols >= 2 ? Solver::elpa : other;
+  return other;
 }
 
 void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
@@ -335,7 +343,7 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   check_solver(chosen, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
   // Debian's single-precision ELPA 2-stage fails (ELPA_ERROR_DURING_COMPUTATION): float32 stays with (Sca)LAPACK.
   if (solver == Solver::automatic && chosen == Solver::elpa && std::is_same_v<T, float>)
-    chosen = grid.size() == 1 ? Solver::lapack : request.kind == EigenRequest::Kind::all ? Solver::pdsyevd : Solver::pdsyevr;
+    chosen = choose_solver_without_elpa(request, grid.rows(), grid.cols(), h.rows());
   switch (chosen) {
     case Solver::elpa: return run_elpa(grid, h, request);
     case Solver::lapack: return run_lapack(grid, h, request);

@@ -210,7 +210,8 @@ void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   const int64_t probe = std::min<int64_t>(4, e.n);
   const int64_t saved = e.panel;
   e.panel = probe;
-  std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * (e.p.scalar_type == torch::kFloat64 ? 8 : 4));
+  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
+  std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * element);
   torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
   e.compute(0, probe, out);  // builds (and caches) the first-order graph: not a per-column cost
   reset_peak_rss();
@@ -219,9 +220,8 @@ void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   // The RSS growth undercounts when the allocator reuses what the first pass freed, which made the
   // width swing from 4 to 64 between runs of one model; the plan charges every column the panel,
   // its products and the backward temporaries (4 n-vectors, MemoryPlan::panel), so no less here.
-  const double element = e.p.scalar_type == torch::kFloat64 ? 8.0 : 4.0;
   const double measured = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
-  const double per_column = std::max(measured, 4.0 * static_cast<double>(e.n) * element);
+  const double per_column = std::max(measured, 4.0 * static_cast<double>(e.n) * static_cast<double>(element));
   const int64_t fits = static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column);
   e.panel = std::max<int64_t>(1, std::min<int64_t>({saved, fits, e.n}));
 }

@@ -401,9 +401,7 @@ void prefer_solver_that_fits(const RunOptions& o, const Rank& r, Setup& s, int p
   if (s.solver != Solver::automatic || s.plan.total <= s.plan.available ||
       choose_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n) != Solver::elpa)
     return;
-  const Solver fallback = s.rows * s.cols == 1 && lapack_accepts(s.request, s.n) ? Solver::lapack
-                          : s.request.kind == EigenRequest::Kind::all ? Solver::pdsyevd
-                                                                      : Solver::pdsyevr;
+  const Solver fallback = choose_solver_without_elpa(s.request, s.rows, s.cols, s.n);
   MemoryPlan m = plan_memory(o, s.n, s.block, s.rows, s.cols, s.request, fallback, dtype_bytes(o.problem.dtype),
                              s.engine->panel_width(), per_node);
   agree_on_plan(r, m);

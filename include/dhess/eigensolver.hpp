@@ -30,14 +30,14 @@ Solver parse_solver(const std::string& text);
 bool elpa_available();
 // The backend `automatic` resolves to for this request, grid and block size.
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
+// Its choice where ELPA is out (does not fit, or float32): LAPACK on one process, else ScaLAPACK.
+Solver choose_solver_without_elpa(const EigenRequest& request, int grid_rows, int grid_cols, int64_t n);
 const char* solver_name(Solver solver);
 // Block size ELPA accepts for n on a pr×pc grid (a power of two, one block per process row/column).
 bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
 // Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
 // grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
 void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
-// LAPACK's 32-bit integers: n² elements in one array, and for all pairs dsyevd's 1 + 6n + 2n² workspace.
-bool lapack_accepts(const EigenRequest& request, int64_t n);
 
 template <typename T>
 struct Spectrum {

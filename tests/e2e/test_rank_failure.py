@@ -32,7 +32,6 @@ from test_bad_inputs import RESULT_NAMES, stderr_lines  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KILL_EXIT_LIMIT = 30  # seconds from SIGKILL to the end of the job
-# About 30 s on 4 ranks of a 2-core machine: 1 s of HVPs, then pdsyevr on n = 6,085.
 # Must outlast the latest kill (20 s): convnet:8 (n = 10,565) runs about 30 s on 4 ranks sharing
 # 2 cores, and the kills land in both the HVP and the eigensolver phases.
 KILL_PROBLEM = ["--model", "builtin:convnet:8", "--eigen", "values", "-q"]
