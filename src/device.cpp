@@ -1,11 +1,48 @@
 #include <torch/torch.h>
 
+#include <mutex>
+#include <regex>
+#include <set>
+
 #include "dhess/errors.hpp"
 #include "dhess/runtime.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 
 namespace dhess {
+namespace {
+
+class CollectingHandler : public c10::WarningHandler {
+ public:
+  void process(const c10::SourceLocation&, const std::string& message, const bool) override {
+    static const std::regex missing_rule(R"(batching rule for ([A-Za-z0-9_:.]*[A-Za-z0-9_]))");
+    std::smatch m;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (std::regex_search(message, m, missing_rule))
+      ops_.insert(m[1]);
+    else
+      other_.insert(first_line(message));
+  }
+  TorchWarnings collected() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {{ops_.begin(), ops_.end()}, {other_.begin(), other_.end()}};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::set<std::string> ops_, other_;
+};
+
+CollectingHandler& collecting_handler() {
+  static CollectingHandler handler;
+  return handler;
+}
+
+}  // namespace
+
+void capture_torch_warnings() { c10::Warning::set_warning_handler(&collecting_handler()); }
+
+TorchWarnings torch_warnings() { return collecting_handler().collected(); }
 
 std::string resolve_device(const std::string& wanted, int local_rank) {
   if (wanted == "cpu") return "cpu";

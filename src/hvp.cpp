@@ -39,6 +39,13 @@ std::vector<int64_t> with_batch(int64_t k, at::IntArrayRef shape) {
 
 }  // namespace
 
+BatchMode parse_hvp_mode(const std::string& text) {
+  if (text == "auto") return BatchMode::automatic;
+  if (text == "batched") return BatchMode::batched;
+  if (text == "one_column") return BatchMode::one_column;
+  throw UsageError("--hvp-mode '" + text + "' is not one of auto, batched, one_column");
+}
+
 struct HvpEngine::Impl {
   Problem::Impl& p;
   HvpOptions options;

@@ -9,10 +9,10 @@
 
 namespace dhess {
 
-void ParameterLayout::add(std::string name, std::vector<int64_t> shape) {
+void ParameterLayout::add(std::string name, std::vector<int64_t> shape, std::vector<std::string> aliases) {
   int64_t size = 1;
   for (auto d : shape) size *= d;
-  params_.push_back({std::move(name), std::move(shape), n_, size});
+  params_.push_back({std::move(name), std::move(shape), n_, size, std::move(aliases)});
   n_ += size;
 }
 
@@ -24,16 +24,19 @@ std::size_t ParameterLayout::owner_of(int64_t j) const {
 
 std::size_t ParameterLayout::index_of(const std::string& name) const {
   for (std::size_t i = 0; i < params_.size(); ++i)
-    if (params_[i].name == name) return i;
+    if (params_[i].name == name ||
+        std::find(params_[i].aliases.begin(), params_[i].aliases.end(), name) != params_[i].aliases.end())
+      return i;
   throw UsageError("no parameter named '" + name + "' in the layout");
 }
 
 nlohmann::json ParameterLayout::to_json() const {
   nlohmann::json params = nlohmann::json::array();
   for (const auto& p : params_)
-    params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}, {"size", p.size}});
+    params.push_back(
+        {{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}, {"size", p.size}, {"aliases", p.aliases}});
   return {{"n", n_},
-          {"order", "named_parameters() order, each tensor flattened row-major (C order)"},
+          {"order", "named_parameters() order, each tensor once (tied names are aliases), flattened row-major (C order)"},
           {"parameters", params}};
 }
 
@@ -51,10 +54,12 @@ std::string ParameterLayout::table() const {
   std::ostringstream s;
   s << std::left << std::setw(static_cast<int>(width)) << "name" << "  " << std::setw(18) << "shape"
     << std::right << std::setw(12) << "offset" << std::setw(12) << "size" << '\n';
-  for (const auto& p : params_)
+  for (const auto& p : params_) {
     s << std::left << std::setw(static_cast<int>(width)) << p.name << "  " << std::setw(18)
-      << shape_string(p.shape) << std::right << std::setw(12) << p.offset << std::setw(12) << p.size
-      << '\n';
+      << shape_string(p.shape) << std::right << std::setw(12) << p.offset << std::setw(12) << p.size;
+    for (std::size_t a = 0; a < p.aliases.size(); ++a) s << (a ? ", " : "  also named ") << p.aliases[a];
+    s << '\n';
+  }
   s << "n = " << n_ << " parameters\n";
   return s.str();
 }

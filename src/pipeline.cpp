@@ -319,6 +319,9 @@ void dense(const RunOptions& o, const Rank& r, Loaded& l, HvpEngine& engine, con
   if (!eigen.is_null()) summary["eigenvalues"] = eigen;
   summary["self_check"] = check;
   summary["hvp"]["mode"] = engine.mode_description();
+  const json torch_notes = report_torch_warnings(r);
+  summary["hvp"]["unbatched_ops"] = torch_notes["unbatched_ops"];
+  summary["torch_warnings"] = torch_notes["other"];
   summary["hvp"]["columns_restored_from_checkpoint"] = gather_doubles(r, static_cast<double>(stats.columns_restored));
   summary["hvp"]["panel_width"] = stats.panel_width;
   summary["hvp"]["columns_per_second"] = timings["hvp"].get<double>() > 0 ? n / timings["hvp"].get<double>() : 0.0;
@@ -360,13 +363,6 @@ void agree_on_plan(const Rank& r, MemoryPlan& m) {
   m.baseline = most[0];
   m.total = most[1];
   m.available = least;
-}
-
-BatchMode parse_hvp_mode(const std::string& text) {
-  if (text == "auto") return BatchMode::automatic;
-  if (text == "batched") return BatchMode::batched;
-  if (text == "one_column") return BatchMode::one_column;
-  throw UsageError("--hvp-mode '" + text + "' is not one of auto, batched, one_column");
 }
 
 // Smallest power-of-two multiple of the current rank count at which the plan fits.
@@ -425,6 +421,7 @@ Setup prepare(const RunOptions& o, const Rank& r, int planned_ranks) {
   s.loaded = load(o, r);
   s.n = s.loaded.problem->layout().n();
   run_collectively(r.comm, [&] {
+    s.loaded.problem->require_separable(1);
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
     if (s.request.kind != EigenRequest::Kind::none) check_solver(s.solver, s.request, s.block, s.rows, s.cols, s.n);
@@ -553,7 +550,7 @@ SolverTiming time_solver(const RunOptions& o, const Rank& r, const Setup& s, Sol
 json checkpoint_identity(const RunOptions& o, const Setup& s) {
   const Problem& p = *s.loaded.problem;
   json params = json::array();
-  for (const auto& info : p.layout().parameters()) params.push_back({info.name, info.shape});
+  for (const auto& info : p.layout().parameters()) params.push_back({info.name, info.shape, info.aliases});
   const bool builtin = o.problem.model.rfind("builtin:", 0) == 0;
   return {{"model", builtin ? o.problem.model : file_hash(o.problem.model)},
           {"data", o.problem.data.empty() ? std::string() : file_hash(o.problem.data)},

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <sstream>
 
 #include "dhess/collective.hpp"
 #include "dhess/errors.hpp"
@@ -38,6 +40,7 @@ Loaded load(const RunOptions& o, const Rank& r) {
   NodePlacement place = node_placement(r.comm, process_env());
   l.threads = threads_per_rank(o.threads, process_env(), cores_available(), place.local_size);
   run_collectively(r.comm, [&] {
+    capture_torch_warnings();
     set_compute_threads(l.threads);
     l.device = resolve_device(o.device, place.local_rank);
     ProblemSpec spec = o.problem;
@@ -64,6 +67,44 @@ std::vector<std::string> gather_strings(const Rank& r, const std::string& mine) 
   std::vector<std::string> out;
   for (int i = 0; i < r.size; ++i) out.emplace_back(&all[64 * i]);
   return out;
+}
+
+namespace {
+
+// Every rank's strings, each once, sorted.
+std::vector<std::string> union_over_ranks(const Rank& r, const std::vector<std::string>& mine) {
+  std::string joined;
+  for (const auto& s : mine) joined += s + '\n';
+  int length = static_cast<int>(joined.size());
+  std::vector<int> lengths(r.size), displs(r.size, 0);
+  check_mpi(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, r.comm), "MPI_Allgather");
+  for (int i = 1; i < r.size; ++i) displs[i] = displs[i - 1] + lengths[i - 1];
+  std::vector<char> all(static_cast<std::size_t>(displs.back() + lengths.back()));
+  check_mpi(MPI_Allgatherv(joined.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR,
+                           r.comm),
+            "MPI_Allgatherv");
+  std::set<std::string> unique;
+  std::istringstream lines(std::string(all.begin(), all.end()));
+  for (std::string line; std::getline(lines, line);) unique.insert(line);
+  return {unique.begin(), unique.end()};
+}
+
+}  // namespace
+
+json report_torch_warnings(const Rank& r) {
+  const TorchWarnings mine = torch_warnings();
+  const auto ops = union_over_ranks(r, mine.unbatched_ops);
+  const auto other = union_over_ranks(r, mine.other);
+  if (!ops.empty() && r.root()) {
+    std::string names;
+    for (const auto& op : ops) names += (names.empty() ? "" : ", ") + op;
+    std::fprintf(stderr,
+                 "dhess: note: LibTorch has no vmap batching rule for %s: inside each batched product these ran one "
+                 "vector at a time (exact, slower)\n",
+                 names.c_str());
+  }
+  for (const auto& w : other) warn(r, "torch: " + w);
+  return {{"unbatched_ops", ops}, {"other", other}};
 }
 
 json model_summary(const RunOptions& o, const Loaded& l) {

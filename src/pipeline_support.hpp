@@ -42,6 +42,10 @@ Loaded load(const RunOptions& o, const Rank& r);
 std::vector<double> gather_doubles(const Rank& r, double mine);
 std::vector<std::string> gather_strings(const Rank& r, const std::string& mine);
 
+// Torch's collected warnings over all ranks, printed once by rank 0 as dhess lines:
+// {"unbatched_ops": [...], "other": [...]} for summary.json. Collective.
+json report_torch_warnings(const Rank& r);
+
 // The model part of summary.json.
 json model_summary(const RunOptions& o, const Loaded& l);
 // Draws spectrum.png with scripts/plot_spectrum.py (Debian's python3-matplotlib);

@@ -1,8 +1,10 @@
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -192,6 +194,86 @@ std::string nonfinite_state(const torch::jit::Module& module) {
                        : found;
 }
 
+bool same_view(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.storage().unsafeGetStorageImpl() == b.storage().unsafeGetStorageImpl() &&
+         a.storage_offset() == b.storage_offset() && a.sizes() == b.sizes() && a.strides() == b.strides() &&
+         a.scalar_type() == b.scalar_type();
+}
+
+// Storage offsets of every element of `t`, ascending.
+std::vector<int64_t> storage_elements(const torch::Tensor& t) {
+  std::vector<int64_t> offsets{t.storage_offset()};
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    std::vector<int64_t> next;
+    next.reserve(offsets.size() * static_cast<std::size_t>(t.size(d)));
+    for (int64_t base : offsets)
+      for (int64_t i = 0; i < t.size(d); ++i) next.push_back(base + i * t.stride(d));
+    offsets = std::move(next);
+  }
+  std::sort(offsets.begin(), offsets.end());
+  return offsets;
+}
+
+// Number of storage elements `a` and `b` share (0 for distinct storages).
+int64_t shared_elements(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.storage().unsafeGetStorageImpl() != b.storage().unsafeGetStorageImpl() || a.numel() == 0 || b.numel() == 0)
+    return 0;
+  auto span = [](const torch::Tensor& t) {
+    int64_t last = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
+    return std::make_pair(t.storage_offset(), last);
+  };
+  auto [a0, a1] = span(a);
+  auto [b0, b1] = span(b);
+  if (a1 < b0 || b1 < a0) return 0;
+  std::vector<int64_t> ea = storage_elements(a), eb = storage_elements(b), common;
+  std::set_intersection(ea.begin(), ea.end(), eb.begin(), eb.end(), std::back_inserter(common));
+  return static_cast<int64_t>(common.size());
+}
+
+}  // namespace
+
+std::vector<SharedTensor> distinct_parameters(const torch::jit::Module& module) {
+  std::vector<SharedTensor> out;
+  for (const auto& np : module.named_parameters(/*recurse=*/true)) {
+    auto same = std::find_if(out.begin(), out.end(), [&](const SharedTensor& s) { return same_view(s.tensor, np.value); });
+    if (same != out.end()) {
+      same->names.push_back(np.name);
+      continue;
+    }
+    for (const auto& other : out) {
+      const int64_t common = shared_elements(other.tensor, np.value);
+      if (common > 0)
+        throw InputError("parameter '" + np.name + "' " + shape_of(np.value) + " shares " + std::to_string(common) +
+                         " of its elements with parameter '" + other.names.front() + "' " + shape_of(other.tensor) +
+                         " but is not the same tensor (a view of part of it): dhess ties whole tensors only; make '" +
+                         np.name + "' a tensor of its own (.clone()) or tie the whole tensor");
+    }
+    out.push_back({{np.name}, np.value});
+  }
+  return out;
+}
+
+namespace {
+
+// Points every alias of a tied tensor at the first name's (converted) tensor, so the loss sees one
+// variable however the module was loaded and converted.
+void retie(torch::jit::Module& root, std::vector<SharedTensor>& tensors) {
+  std::map<std::string, torch::Tensor> current;
+  for (const auto& np : root.named_parameters(/*recurse=*/true)) current.emplace(np.name, np.value);
+  for (auto& shared : tensors) {
+    shared.tensor = current.at(shared.names.front());
+    for (std::size_t a = 1; a < shared.names.size(); ++a) {
+      const std::string& dotted = shared.names[a];
+      torch::jit::Module owner = root;
+      std::size_t start = 0;
+      for (std::size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1)
+        owner = owner.attr(dotted.substr(start, dot - start)).toModule();
+      owner.setattr(dotted.substr(start), shared.tensor);
+    }
+  }
+}
+
 }  // namespace
 
 torch::Tensor Problem::Impl::loss_of(const MicroBatch& batch) const {
@@ -306,25 +388,30 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
   int64_t required = required_arity(p.module, &total_arity);
   p.forward_arity = total_arity;
 
-  // Parameters, in named_parameters() order, filtered by --params.
+  // Parameters, in named_parameters() order, each tensor once, filtered by --params.
   std::regex pattern;
   try {
     pattern = std::regex(spec.params_regex.empty() ? ".*" : spec.params_regex);
   } catch (const std::regex_error& e) {
     throw UsageError("--params '" + spec.params_regex + "' is not a valid regular expression: " + e.what());
   }
+  // Ties are found on the tensors as loaded: converting each name separately could untie them.
+  std::vector<SharedTensor> tensors = distinct_parameters(p.module);
   p.module.to(p.device);
   p.module.to(p.scalar_type);
+  retie(p.module, tensors);
   std::vector<std::string> all_names;
-  for (const auto& np : p.module.named_parameters(/*recurse=*/true)) {
-    all_names.push_back(np.name);
-    torch::Tensor t = np.value;
+  for (auto& shared : tensors) {
+    all_names.insert(all_names.end(), shared.names.begin(), shared.names.end());
+    torch::Tensor& t = shared.tensor;
     if (!t.is_floating_point()) continue;
-    bool keep = std::regex_search(np.name, pattern);
+    bool keep = std::any_of(shared.names.begin(), shared.names.end(),
+                            [&](const std::string& name) { return std::regex_search(name, pattern); });
     t.requires_grad_(keep);
     if (!keep) continue;
     p.params.push_back(t);
-    p.layout.add(np.name, t.sizes().vec());
+    p.layout.add(shared.names.front(), t.sizes().vec(),
+                 std::vector<std::string>(shared.names.begin() + 1, shared.names.end()));
   }
   if (all_names.empty()) throw InputError("model '" + spec.model + "' has no parameters");
   if (p.params.empty()) {
@@ -352,7 +439,7 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
       throw InputError(data + ": boolean targets cannot be class indices for --loss " + spec.loss);
     if (classes && !targets.is_floating_point())
       targets = targets.to(torch::kLong);
-    else
+    else if (targets.is_floating_point() || p.loss != LossKind::none)  // forward's own labels stay integers
       targets = targets.to(p.scalar_type);
     targets = targets.to(p.device);
   }
@@ -394,26 +481,90 @@ int64_t Problem::num_micro_batches() const { return static_cast<int64_t>(impl_->
 std::string Problem::loss_name() const { return dhess::loss_name(impl_->loss); }
 std::string Problem::description() const { return impl_->description; }
 
+MicroBatch Problem::Impl::slice(int64_t begin, int64_t end) const {
+  MicroBatch mb;
+  for (const auto& t : all_inputs) mb.inputs.push_back(t.narrow(0, begin, end - begin));
+  if (all_targets.defined()) mb.targets = all_targets.narrow(0, begin, end - begin);
+  mb.weight = static_cast<double>(end - begin) / static_cast<double>(num_samples);
+  return mb;
+}
+
+std::vector<std::pair<int64_t, int64_t>> Problem::Impl::pieces(int64_t begin, int64_t end) const {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  const int64_t b = spec.batch_size > 0 ? spec.batch_size : std::max<int64_t>(end - begin, 1);
+  for (int64_t s = begin; s < end; s += b) out.emplace_back(s, std::min(b, end - s) + s);
+  return out;
+}
+
 void Problem::Impl::split(int64_t begin, int64_t end) {
   batches.clear();
   if (all_inputs.empty()) {  // --loss none without data: one term, on the first shard only
     if (begin == 0) batches.push_back({{}, all_targets, 1.0});
     return;
   }
-  const int64_t b = spec.batch_size > 0 ? spec.batch_size : std::max<int64_t>(end - begin, 1);
-  for (int64_t s = begin; s < end; s += b) {
-    const int64_t len = std::min(b, end - s);
-    MicroBatch mb;
-    for (const auto& t : all_inputs) mb.inputs.push_back(t.narrow(0, s, len));
-    if (all_targets.defined()) mb.targets = all_targets.narrow(0, s, len);
-    mb.weight = static_cast<double>(len) / static_cast<double>(num_samples);
-    batches.push_back(std::move(mb));
-  }
+  for (const auto& [s, e] : pieces(begin, end)) batches.push_back(slice(s, e));
 }
 
 void Problem::keep_shard(int rank, int size) {
   const int64_t n = impl_->all_inputs.empty() ? 1 : impl_->num_samples;
   impl_->split(n * rank / size, n * (rank + 1) / size);
+}
+
+namespace {
+
+bool has_batch_norm(const torch::jit::Module& module) {
+  for (const auto& m : module.named_modules()) {
+    const auto type = m.value.type()->name();
+    if (type && type->name().find("BatchNorm") != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void Problem::require_separable(int shards) const {
+  const Impl& p = *impl_;
+  if (p.all_inputs.empty()) return;
+  // The first two pieces of the split this run makes: adjacent, so together they are one slice.
+  std::vector<std::pair<int64_t, int64_t>> first;
+  for (int s = 0; s < shards && first.size() < 2; ++s)
+    for (const auto& piece : p.pieces(p.num_samples * s / shards, p.num_samples * (s + 1) / shards))
+      if (first.size() < 2) first.push_back(piece);
+  if (first.size() < 2) return;
+  const auto [a0, a1] = first[0];
+  const auto [b0, b1] = first[1];
+  torch::NoGradGuard no_grad;
+  auto mean_loss = [&](int64_t begin, int64_t end) {
+    MicroBatch mb = p.slice(begin, end);
+    mb.weight = 1;
+    return p.loss_of(mb).item<double>();
+  };
+  const double a = mean_loss(a0, a1), again = mean_loss(a0, a1), b = mean_loss(b0, b1), together = mean_loss(a0, b1);
+  const double apart = (static_cast<double>(a1 - a0) * a + static_cast<double>(b1 - b0) * b) /
+                       static_cast<double>(b1 - a0);
+  const double rounding = p.scalar_type == torch::kFloat64 ? 1e-9 : 1e-4;
+  const double scale = std::max({std::abs(a), std::abs(b), std::abs(together), 1e-300});
+  const std::string split = shards > 1 && first[1].first == p.num_samples / shards
+                                ? "data shards of dhess spectrum on " + std::to_string(shards) + " ranks"
+                                : "micro-batches of --batch-size " + std::to_string(p.spec.batch_size);
+  const std::string fix = "give the whole data set to one forward pass (no --batch-size" +
+                          std::string(shards > 1 ? "; dhess spectrum on 1 rank, or the dense command" : "") + ")";
+  if (std::abs(again - a) > rounding * scale)
+    throw UsageError("the loss of samples [" + std::to_string(a0) + ", " + std::to_string(a1) + ") is " +
+                     std::to_string(a) + " and then " + std::to_string(again) +
+                     ": the model's forward is random (Dropout in train mode?), so its Hessian is not defined; "
+                     "drop --train-mode");
+  if (std::abs(together - apart) <= rounding * scale) return;
+  std::string cause = p.spec.train_mode && has_batch_norm(p.module)
+                          ? "BatchNorm in train mode normalizes by the statistics of the batch it sees"
+                      : p.loss == LossKind::none ? "with --loss none, forward must return the mean loss over its samples"
+                                                 : "the model's forward mixes samples";
+  throw UsageError("the samples are coupled: the loss of samples [" + std::to_string(a0) + ", " + std::to_string(b1) +
+                   ") evaluated together is " + std::to_string(together) + " but " + std::to_string(apart) +
+                   " as the weighted mean of [" + std::to_string(a0) + ", " + std::to_string(a1) + ") and [" +
+                   std::to_string(b0) + ", " + std::to_string(b1) + ") evaluated apart, so " + split +
+                   " would give the Hessian of a different loss (" + cause + "); " +
+                   (p.spec.train_mode ? "run in eval mode (drop --train-mode), or " : "") + fix);
 }
 
 ProblemCheck Problem::check() {

@@ -34,6 +34,10 @@ struct Problem::Impl {
 
   // Micro-batches of samples [begin, end), weighted as shares of the whole data set.
   void split(int64_t begin, int64_t end);
+  // The sample ranges split() makes of [begin, end).
+  std::vector<std::pair<int64_t, int64_t>> pieces(int64_t begin, int64_t end) const;
+  // Samples [begin, end) as one micro-batch, weighted as their share of the data set.
+  MicroBatch slice(int64_t begin, int64_t end) const;
 
   // Weighted loss of one micro-batch, as a graph over `params`.
   torch::Tensor loss_of(const MicroBatch& batch) const;
@@ -52,6 +56,18 @@ struct BuiltinProblem {
 };
 bool is_builtin(const std::string& model);
 BuiltinProblem make_builtin(const std::string& model);
+
+// One parameter tensor and every name it goes by: a tied weight (a decoder that reuses the
+// embedding) is listed by named_parameters() once per name but is one variable of the loss.
+struct SharedTensor {
+  std::vector<std::string> names;
+  torch::Tensor tensor;
+};
+// The module's parameters, each tensor once (same storage, offset, sizes and strides) under its
+// first name, with its other names; throws InputError for a tensor that shares only part of
+// another's elements (a view of part of it), which cannot get rows of its own without counting
+// those elements twice.
+std::vector<SharedTensor> distinct_parameters(const torch::jit::Module& module);
 
 LossKind parse_loss(const std::string& name);
 const char* loss_name(LossKind kind);

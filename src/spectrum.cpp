@@ -140,6 +140,20 @@ std::vector<double> scatter_columns_from_root(const std::vector<double>& all, co
   return local;
 }
 
+// "trace: -40.8 (exact: sum of the exact diagonal); estimates: Hutch++ ..." or "trace: about ... +- ...".
+std::string trace_line(const json& t) {
+  auto number = [](const json& v) { return std::to_string(v.get<double>()); };
+  std::string estimates;
+  if (t.contains("hutchpp"))
+    estimates = "Hutch++ " + number(t["hutchpp"]) + " +- " + number(t["hutchpp_stderr"]) + ", Hutchinson " +
+                number(t["hutchinson"]) + " +- " + number(t["hutchinson_stderr"]);
+  if (t["exact"].get<bool>())
+    return "  trace: " + number(t["value"]) + " (" + t["method"].get<std::string>() + ")" +
+           (estimates.empty() ? "" : "; estimates: " + estimates) + "\n";
+  return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" +
+         t["method"].get<std::string>() + "; " + estimates + ")\n";
+}
+
 }  // namespace
 
 void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm) {
@@ -156,6 +170,7 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     });
   Loaded l = load(o, r);
   Problem& problem = *l.problem;
+  run_collectively(comm, [&] { problem.require_separable(r.size); });
   problem.keep_shard(r.rank, r.size);
   const int64_t n = problem.layout().n();
   if (so.top + so.bottom > n)
@@ -166,7 +181,10 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   HvpOptions hvp;
   hvp.panel = o.panel;
   std::unique_ptr<HvpEngine> engine;
-  run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(problem, hvp); });
+  run_collectively(comm, [&] {
+    hvp.mode = parse_hvp_mode(o.hvp_mode);
+    engine = std::make_unique<HvpEngine>(problem, hvp);
+  });
   const RowShard shard = RowShard::of(n, r.rank, r.size);
 
   // Memory per rank: the Lanczos basis and Ritz vectors (sharded), the SLQ bases,
@@ -203,7 +221,7 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   std::unique_ptr<Checkpoint> checkpoint;
   if (!o.checkpoint.empty()) {
     json params = json::array();
-    for (const auto& info : problem.layout().parameters()) params.push_back({info.name, info.shape});
+    for (const auto& info : problem.layout().parameters()) params.push_back({info.name, info.shape, info.aliases});
     const bool builtin = o.problem.model.rfind("builtin:", 0) == 0;
     json identity = {{"method", "matrix-free"},
                      {"model", builtin ? o.problem.model : file_hash(o.problem.model)},
@@ -330,7 +348,11 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
         checkpoint->save_record("trace", {te.hutchinson, te.hutchinson_stderr, te.hutchpp, te.hutchpp_stderr, te.probes});
     }
     timings["trace"] = MPI_Wtime() - t;
-    summary["trace"] = {{"hutchinson", te.hutchinson},
+    summary["trace"] = {{"value", te.hutchpp},
+                        {"exact", false},
+                        {"method", "Hutch++ estimate from " + std::to_string(te.probes) + " products"},
+                        {"stderr", te.hutchpp_stderr},
+                        {"hutchinson", te.hutchinson},
                         {"hutchinson_stderr", te.hutchinson_stderr},
                         {"hutchpp", te.hutchpp},
                         {"hutchpp_stderr", te.hutchpp_stderr},
@@ -434,6 +456,16 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     summary["diagonal"] = {{"mode", diagonal_mode}, {"probes", diagonal_mode == "exact" ? n : so.diagonal_probes},
                            {"per_parameter", per_param}};
   }
+  // With the exact diagonal at hand its sum is the trace; the estimates stay, labelled as such.
+  if (diagonal_mode == "exact") {
+    double local = 0;
+    for (double d : diagonal) local += d;
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &local, 1, MPI_DOUBLE, MPI_SUM, comm), "MPI_Allreduce");
+    summary["trace"]["value"] = local;
+    summary["trace"]["exact"] = true;
+    summary["trace"]["method"] = "exact: sum of the exact diagonal";
+    summary["trace"]["stderr"] = 0.0;
+  }
   auto peaks = gather_doubles(r, static_cast<double>(peak_rss_bytes()));
   summary["method"] = "matrix-free (Lanczos, SLQ, Hutchinson)";
   summary["command_line"] = o.command_line;
@@ -444,6 +476,9 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   summary["threads_per_rank"] = l.threads;
   summary["model"] = model_summary(o, l);
   summary["hvp_products"] = op.products();
+  const json torch_notes = report_torch_warnings(r);
+  summary["hvp"] = {{"mode", engine->mode_description()}, {"unbatched_ops", torch_notes["unbatched_ops"]}};
+  summary["torch_warnings"] = torch_notes["other"];
   summary["timings_seconds"] = timings;
   summary["memory"] = {{"peak_rss_per_rank", peaks},
                        {"peak_rss_max_human", human_bytes(*std::max_element(peaks.begin(), peaks.end()))},
@@ -464,11 +499,7 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     for (double v : values) text += " " + std::to_string(v);
     text += "\n";
   }
-  if (summary.contains("trace"))
-    text += "  trace: Hutch++ " + std::to_string(summary["trace"]["hutchpp"].get<double>()) + " +- " +
-            std::to_string(summary["trace"]["hutchpp_stderr"].get<double>()) + ", Hutchinson " +
-            std::to_string(summary["trace"]["hutchinson"].get<double>()) + " +- " +
-            std::to_string(summary["trace"]["hutchinson_stderr"].get<double>()) + "\n";
+  if (summary.contains("trace")) text += trace_line(summary["trace"]);
   text += "  results in " + o.out + ":";
   for (const auto& f : files) text += " " + f;
   say(r, o, text + "\n");

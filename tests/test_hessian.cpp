@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "dhess/assembler.hpp"
+#include "dhess/errors.hpp"
 #include "dhess/hvp.hpp"
 #include "dhess/problem.hpp"
+#include "problem_impl.hpp"
 #include "test_support.hpp"
 
 namespace dhess {
@@ -162,6 +164,36 @@ TEST(Hessian, ApplyMatchesOracleTimesVector) {
       scale = std::max(scale, std::abs(expected));
     }
   EXPECT_LE(err / scale, 1e-10);
+}
+
+// TorchScript files keep whole-tensor ties but not partial views (torch.jit.save writes each
+// view's elements apart), so these are built in memory.
+torch::jit::Module module_with(const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  torch::jit::Module m("tied");
+  for (const auto& [name, t] : params) m.register_parameter(name, t, false);
+  return m;
+}
+
+TEST(Parameters, TiedTensorIsCountedOnceUnderItsFirstName) {
+  auto emb = torch::randn({5, 3}), other = torch::randn({4});
+  auto found = distinct_parameters(module_with({{"emb", emb}, {"other", other}, {"dec", emb}}));
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].names, (std::vector<std::string>{"emb", "dec"}));
+  EXPECT_EQ(found[1].names, (std::vector<std::string>{"other"}));
+}
+
+TEST(Parameters, ViewOfPartOfAnotherParameterIsRefused) {
+  auto a = torch::randn({4, 3});
+  try {
+    distinct_parameters(module_with({{"a", a}, {"b", a.narrow(0, 1, 2)}}));
+    FAIL() << "a partial view was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'b' [2,3] shares 6 of its elements with parameter 'a' [4,3]"),
+              std::string::npos)
+        << e.what();
+  }
+  // Interleaved columns of one storage share no element: two parameters.
+  EXPECT_EQ(distinct_parameters(module_with({{"even", a.select(1, 0)}, {"odd", a.select(1, 1)}})).size(), 2u);
 }
 
 }  // namespace

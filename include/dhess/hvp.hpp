@@ -11,6 +11,8 @@
 namespace dhess {
 
 enum class BatchMode { automatic, batched, one_column };
+// "auto", "batched", "one_column"; throws UsageError otherwise.
+BatchMode parse_hvp_mode(const std::string& text);
 
 struct HvpOptions {
   int64_t panel = 0;  // columns per pass; 0 = chosen from n and the memory budget

@@ -58,6 +58,13 @@ class Problem {
   // the whole data set, so the shards' Hessians sum to H exactly.
   void keep_shard(int rank, int size);
 
+  // Refuses (UsageError, with the cause and the fix) when evaluating the data in the pieces a
+  // run makes of it -- micro-batches of --batch-size within each of `shards` data shards --
+  // changes the loss: BatchNorm in train mode, or a --loss none forward that is not a mean over
+  // its samples. Such a split would silently give the Hessian of another loss. Compares the first
+  // two pieces evaluated together with their weighted mean evaluated apart.
+  void require_separable(int shards) const;
+
   // One forward/backward pass over all data: loss, gradient, unused parameters;
   // throws on shapes the model rejects, a non-scalar or non-finite loss.
   ProblemCheck check();

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace dhess {
 
@@ -30,5 +31,15 @@ int cores_available();
 // "cpu", "cuda" or "auto" → a torch device string ("cpu", "cuda:1"); throws UsageError for cuda without GPUs.
 std::string resolve_device(const std::string& wanted, int local_rank);
 void set_compute_threads(int threads);
+
+// Torch's warnings are collected instead of printed by the library (a missing vmap batching rule
+// warns once per op, per product, per rank): call once before any torch work.
+void capture_torch_warnings();
+struct TorchWarnings {
+  std::vector<std::string> unbatched_ops;  // ops that ran as a loop inside batched products
+  std::vector<std::string> other;          // any other warning, first line, once each
+};
+// What this process collected so far.
+TorchWarnings torch_warnings();
 
 }  // namespace dhess

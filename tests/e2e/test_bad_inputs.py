@@ -129,6 +129,35 @@ def write_fixtures(d):
         def forward(self, x):
             return self.l2(torch.tanh(self.l1(x)))
 
+    class BatchNormNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 3)
+            self.bn = nn.BatchNorm1d(3)
+            self.o = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.o(torch.relu(self.bn(self.l(x))))
+
+    class SumOfLosses(nn.Module):
+        """--loss none, but forward returns the sum over samples, not the mean."""
+
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 2)
+
+        def forward(self, x, y):
+            return ((self.l(x) - y) ** 2).sum()
+
+    class Dropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 2)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.l(self.drop(x))
+
     def script(module, path):
         torch.jit.script(module.double().eval()).save(path)
 
@@ -187,6 +216,10 @@ def write_fixtures(d):
         torch.save((torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)),
                    p("unused_data.pt"))
 
+        script(BatchNormNet(), p("batchnorm.pt"))
+        script(SumOfLosses(), p("sum_of_losses.pt"))
+        script(Dropped(), p("dropout.pt"))
+
     write_all(d)
     with open(os.path.join(d, "complete"), "w") as f:
         f.write("ok\n")
@@ -242,7 +275,7 @@ class BadInputs(unittest.TestCase):
         lines = stderr_lines(stderr)
         errors = [line for line in lines if line.startswith("dhess: error: ")]
         self.assertEqual(len(errors), 1, "want exactly one 'dhess: error:' line" + context)
-        noise = [line for line in lines if not line.startswith(("dhess: error: ", "dhess: warning: "))]
+        noise = [line for line in lines if not line.startswith(("dhess: error: ", "dhess: warning: ", "dhess: note: "))]
         self.assertEqual(noise, [], "stderr noise besides dhess's own lines" + context)
         for name in names:
             self.assertIn(str(name), errors[0], "the message must name " + str(name) + context)
@@ -429,6 +462,38 @@ class BadInputs(unittest.TestCase):
 
     def test_unknown_builtin(self):
         self.expect_error(64, ["--model", "builtin:resnet"], "builtin:resnet")
+
+    # ---- samples coupled across micro-batches or data shards -------------------------------------
+
+    def test_batch_norm_in_train_mode_with_micro_batches(self):
+        self.expect_error(64, self.linear(**{"--model": self.f("batchnorm.pt"), "--batch-size": "10"}) +
+                          ["--train-mode"],
+                          "samples are coupled", "--batch-size 10", "BatchNorm in train mode", "eval mode")
+
+    def test_batch_norm_in_train_mode_sharded_by_spectrum(self):
+        self.expect_error(64, ["spectrum"] + self.linear(**{"--model": self.f("batchnorm.pt")}) + ["--train-mode"],
+                          "samples are coupled", "data shards of dhess spectrum on 2 ranks", "BatchNorm")
+
+    def test_loss_none_returning_a_sum_with_micro_batches(self):
+        self.expect_error(64, self.linear(**{"--model": self.f("sum_of_losses.pt"), "--loss": "none",
+                                             "--batch-size": "10"}),
+                          "samples are coupled", "--loss none", "mean loss over its samples")
+
+    def test_random_forward_in_train_mode_with_micro_batches(self):
+        self.expect_error(64, self.linear(**{"--model": self.f("dropout.pt"), "--batch-size": "10"}) +
+                          ["--train-mode"], "random", "Dropout")
+
+    # ---- a flag of the other command ---------------------------------------------------------------
+
+    def test_dense_flag_given_to_spectrum(self):
+        self.expect_error(64, ["spectrum"] + self.linear(**{"--solver": "elpa"}), "--solver", "not of dhess spectrum")
+
+    def test_spectrum_flag_given_to_the_dense_run(self):
+        self.expect_error(64, self.linear(**{"--top": "3"}), "--top", "dhess spectrum", "not of the dense run")
+
+    def test_spectrum_eigen_values(self):
+        self.expect_error(64, ["spectrum"] + self.linear(**{"--eigen": "values"}), "--eigen values", "dense run",
+                          "top:K")
 
     # ---- memory ----------------------------------------------------------------------------------
 

@@ -1,0 +1,232 @@
+#!/usr/bin/python3
+"""The model zoo of issue 12: real architectures (residual block with BatchNorm, LSTM on token ids,
+traced GRU with a mask, Transformer encoder, tied embedding/decoder, Conv1d with norms) through
+`dhess` and `dhess spectrum` on P ranks, each against the independent oracle make_zoo.py wrote
+(DHESS_ZOO_DIR), and the cases dhess must refuse: samples coupled by BatchNorm in train mode or
+by a --loss none forward that is not a mean, split into micro-batches or data shards.
+
+Usage: test_zoo.py --ranks P [--cases a,b,...]   (--cases: only the tests of these zoo cases)
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhess_run import dhess, main_with_ranks  # noqa: E402
+
+RANKS = 1
+CASES = None  # None: every case of zoo.json
+ZOO = os.environ.get("DHESS_ZOO_DIR", "zoo")
+SPECTRUM_FLAGS = ("--top", "3", "--bottom", "3", "--slq-probes", "0", "--trace-probes", "0", "--diagonal", "none")
+
+
+def zoo(name):
+    return os.path.join(ZOO, name)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def uses(*names):
+    """Marks a test as exercising these zoo cases; with --cases it runs only if one is selected."""
+    def mark(test):
+        @functools.wraps(test)
+        def run(self):
+            if CASES is not None and not CASES & set(names):
+                self.skipTest("case not selected: " + ", ".join(names))
+            return test(self)
+        run.zoo_cases = names
+        return run
+    return mark
+
+
+class ModelZoo(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cases = read_json(zoo("zoo.json"))["cases"]
+        unknown = (CASES or set()) - set(cls.cases)
+        if unknown:
+            raise ValueError(f"--cases {sorted(unknown)} not in {zoo('zoo.json')}: {sorted(cls.cases)}")
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def dhess_case(self, case, *command, extra=()):
+        """(exit code, stdout, stderr, output dir) of dhess [command] on a zoo case with its flags."""
+        c = self.cases[case]
+        out = os.path.join(self.tmp.name, "_".join((case,) + command))
+        code, stdout, stderr = dhess(RANKS, *command, "--model", zoo(c["model"]), "--data", zoo(c["data"]), "--loss",
+                                     c["loss"], *c["flags"], *extra, "--out", out)
+        return code, stdout, stderr, out
+
+    def oracle(self, case):
+        name = self.cases[case]["oracle"]
+        return np.load(zoo(name + "_H.npy")), np.load(zoo(name + "_eig.npy"))
+
+    def assert_exact(self, case):
+        """The dense run's H, eigenvalues and layout match the oracle; returns (layout, stdout)."""
+        c = self.cases[case]
+        self.assertEqual(c["expect"]["kind"], "exact", case)
+        code, stdout, stderr, out = self.dhess_case(case, extra=("--eigen", "values", "--save-hessian"))
+        self.assertEqual(code, 0, f"{case}: dhess {' '.join(c['flags'])}\nstdout:{stdout}\nstderr:{stderr}")
+        H, eig = self.oracle(case)
+        layout = read_json(os.path.join(out, "layout.json"))
+        self.assertEqual(layout["n"], c["n"], f"{case}: n")
+        self.assertEqual([p["name"] for p in layout["parameters"]], c["parameters"], f"{case}: parameter order")
+        with h5py.File(os.path.join(out, "hessian.h5"), "r") as f:
+            got = f["hessian"][:]
+        self.assertEqual(got.shape, H.shape, case)
+        self.assertLessEqual(np.abs(got - H).max(), 1e-10 * np.abs(H).max(), f"{case}: H")
+        w = np.load(os.path.join(out, "eigenvalues.npy"))
+        self.assertEqual(w.shape, eig.shape, case)
+        self.assertLessEqual(np.abs(w - eig).max(), 1e-9 * np.abs(eig).max(), f"{case}: eigenvalues")
+        self.assertEqual(read_json(os.path.join(out, "summary.json"))["n"], c["n"])
+        return layout, stdout
+
+    def assert_refused(self, case, *command, extra=(), expect=None):
+        """dhess exits with the case's code, says why on stderr, and writes no result."""
+        expect = expect or self.cases[case]["expect"]
+        code, stdout, stderr, out = self.dhess_case(case, *command, extra=extra)
+        self.assertEqual(code, expect["exit"], f"{case}: dhess {' '.join(command + tuple(extra))} must refuse\n"
+                                               f"stdout:{stdout}\nstderr:{stderr}")
+        self.assertIn(expect["stderr"], stderr, case)
+        self.assertFalse(os.path.exists(os.path.join(out, "summary.json")), f"{case}: refused yet wrote a result")
+
+    def assert_spectrum_extremes(self, case):
+        """dhess spectrum's bottom-3 and top-3 eigenvalues match the oracle's; returns its output dir."""
+        code, stdout, stderr, out = self.dhess_case(case, "spectrum", extra=SPECTRUM_FLAGS)
+        self.assertEqual(code, 0, f"{case}: dhess spectrum\nstdout:{stdout}\nstderr:{stderr}")
+        _, eig = self.oracle(case)
+        w = np.load(os.path.join(out, "eigenvalues.npy"))
+        ref = np.concatenate([eig[:3], eig[-3:]])
+        self.assertEqual(w.shape, ref.shape, case)
+        self.assertLessEqual(np.abs(w - ref).max(), 1e-8 * np.abs(eig).max(), f"{case}: spectrum extremes")
+        return out
+
+    def assert_tied_layout(self, case, layout):
+        expected = self.cases[case]["layout"]
+        self.assertEqual(layout["n"], self.cases[case]["n"])
+        self.assertEqual([p["name"] for p in layout["parameters"]], expected["names"])
+        for p in layout["parameters"]:
+            self.assertEqual(p.get("aliases", []), expected["aliases"].get(p["name"], []), p["name"])
+        offset = 0
+        for p in layout["parameters"]:
+            self.assertEqual(p["offset"], offset, p["name"])
+            self.assertEqual(p["size"], int(np.prod(p["shape"])), p["name"])
+            offset += p["size"]
+        self.assertEqual(offset, layout["n"])
+
+    def assert_sharded_spectrum(self, case):
+        """On several ranks dhess spectrum shards the data: coupled samples are refused; one rank is exact."""
+        if RANKS > 1:
+            self.assert_refused(case, "spectrum", extra=SPECTRUM_FLAGS,
+                                expect={"exit": 64, "stderr": "coupled"})
+        else:
+            self.assert_spectrum_extremes(case)
+
+    @uses("resblock")
+    def test_resblock_with_batchnorm_eval_and_pooling_matches_oracle(self):
+        self.assert_exact("resblock")
+
+    @uses("resblock_block_params")
+    def test_params_regex_selects_one_residual_block(self):
+        self.assert_exact("resblock_block_params")
+
+    @uses("resblock_microbatch")
+    def test_batchnorm_in_eval_mode_is_unchanged_by_micro_batches(self):
+        self.assert_exact("resblock_microbatch")
+
+    @uses("lstm_tokens")
+    def test_lstm_on_integer_token_ids_matches_oracle(self):
+        self.assert_exact("lstm_tokens")
+
+    @uses("lstm_tokens_layer1")
+    def test_params_regex_selects_the_second_lstm_layer(self):
+        self.assert_exact("lstm_tokens_layer1")
+
+    @uses("gru_mask_traced")
+    def test_traced_gru_with_sequence_and_bool_mask_matches_oracle(self):
+        self.assert_exact("gru_mask_traced")
+
+    @uses("transformer")
+    def test_transformer_encoder_with_learned_positions_matches_oracle(self):
+        self.assert_exact("transformer")
+
+    @uses("conv1d_norms")
+    def test_conv1d_group_and_layer_norm_exported_in_float32_matches_oracle(self):
+        self.assert_exact("conv1d_norms")
+
+    @uses("tied_lm")
+    def test_tied_embedding_counted_once_with_alias(self):
+        layout, stdout = self.assert_exact("tied_lm")
+        self.assert_tied_layout("tied_lm", layout)
+        self.assertIn("dec.weight", stdout, "the printed layout names the alias")
+
+    @uses("tied_lm_f32")
+    def test_tied_embedding_stays_tied_when_a_float32_model_runs_in_float64(self):
+        layout, _ = self.assert_exact("tied_lm_f32")
+        self.assert_tied_layout("tied_lm_f32", layout)
+
+    @uses("tied_lm")
+    def test_tied_embedding_spectrum_extremes_match_oracle(self):
+        out = self.assert_spectrum_extremes("tied_lm")
+        self.assert_tied_layout("tied_lm", read_json(os.path.join(out, "layout.json")))
+
+    @uses("bn_train")
+    def test_batchnorm_in_train_mode_on_the_whole_batch_matches_oracle(self):
+        self.assert_exact("bn_train")
+
+    @uses("bn_train_batch4")
+    def test_batchnorm_in_train_mode_refuses_micro_batches(self):
+        self.assert_refused("bn_train_batch4")
+
+    @uses("bn_train")
+    def test_batchnorm_train_spectrum_refused_on_shards_exact_on_one_rank(self):
+        self.assert_sharded_spectrum("bn_train")
+
+    @uses("bn_eval")
+    def test_batchnorm_in_eval_mode_exact_dense_and_on_spectrum_shards(self):
+        self.assert_exact("bn_eval")
+        self.assert_spectrum_extremes("bn_eval")
+
+    @uses("sum_loss_none")
+    def test_loss_none_returning_a_sum_matches_oracle_in_one_batch(self):
+        self.assert_exact("sum_loss_none")
+
+    @uses("sum_loss_none_batch2")
+    def test_loss_none_returning_a_sum_refuses_micro_batches(self):
+        self.assert_refused("sum_loss_none_batch2")
+
+    @uses("sum_loss_none")
+    def test_sum_loss_spectrum_refused_on_shards_exact_on_one_rank(self):
+        self.assert_sharded_spectrum("sum_loss_none")
+
+    @uses("loss_none_int_labels")
+    def test_loss_none_forward_gets_integer_labels_as_integers(self):
+        self.assert_exact("loss_none_int_labels")
+
+    def test_every_zoo_case_has_a_test(self):
+        tested = set()
+        for name in dir(self):
+            tested.update(getattr(getattr(self, name), "zoo_cases", ()))
+        self.assertEqual(set(self.cases) - tested, set(), "zoo.json cases that no test runs")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--cases", help="comma-separated zoo cases (default: all)")
+    args, sys.argv[1:] = parser.parse_known_args()
+    CASES = set(args.cases.split(",")) if args.cases else None
+    main_with_ranks(sys.modules[__name__])
