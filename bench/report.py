@@ -231,7 +231,7 @@ class Report:
                "0.5·xᵀAx with `--loss none`. numpy: `eigvalsh`/`eigh` on the same matrix, OPENBLAS_NUM_THREADS=T.\n")
         sizes = sorted({int(re.match(r"b_(\d+)_", os.path.basename(p)).group(1))
                         for p in glob.glob(os.path.join(self.raw.d, "b_*.json"))})
-        # Targets judge what a user gets by default: the solver --solver auto picks (src/eigensolver.cpp,
+        # Targets judge what a user gets by default: the solver --solver auto picks (src/linalg/eigensolver.cpp,
         # choose_solver), ELPA 2-stage for values, LAPACK for all pairs on one process, ELPA 1-stage from
         # two on. Records from before the LAPACK backend fall back to pdsyevd on one process.
         def auto_pick(job, p, sec):

@@ -10,7 +10,7 @@ seconds=${1:-600}
 out=build-fuzz
 mkdir -p "$out/corpus" "$out/crashes"
 OMPI_CXX=clang++ mpicxx -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-  tests/fuzz/fuzz_readers.cpp src/io/npy.cpp src/checkpoint.cpp src/collective.cpp src/errors.cpp \
+  tests/fuzz/fuzz_readers.cpp src/io/npy.cpp src/io/checkpoint.cpp src/core/collective.cpp src/core/errors.cpp \
   -o "$out/fuzz_readers"
 cp -n tests/fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
 "$out/fuzz_readers" "$out/corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 \

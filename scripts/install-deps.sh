@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libscalapack-openmpi-dev libopenblas-dev liblapack-dev
   libhdf5-openmpi-dev
-  libgtest-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  libgtest-dev libcli11-dev nlohmann-json3-dev
   libelpa-dev
   python3-numpy python3-h5py python3-matplotlib
   slurmctld slurmd slurm-client munge

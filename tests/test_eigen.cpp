@@ -5,9 +5,10 @@
 #include <cmath>
 #include <vector>
 
-#include "dhess/assembler.hpp"
-#include "dhess/eigensolver.hpp"
-#include "dhess/errors.hpp"
+#include "dhess/app/parse.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/dense/assembler.hpp"
+#include "dhess/linalg/eigensolver.hpp"
 #include "test_support.hpp"
 
 namespace dhess {
@@ -26,8 +27,8 @@ BlockCyclicMatrix<T> distribute(const ProcessGrid& grid, const NpyArray& a, int 
 }
 
 struct Verdict {
-  double values = 0;       // max |λ - λ_numpy| / max|λ|
-  double residual = 0;     // max ‖H z − λ z‖ / ‖H‖
+  double values = 0;         // max |λ - λ_numpy| / max|λ|
+  double residual = 0;       // max ‖H z − λ z‖ / ‖H‖
   double orthogonality = 0;  // max |ZᵀZ − I|
 };
 
@@ -194,11 +195,14 @@ TEST(Eigen, SymmetrizeReportsAsymmetryAndAverages) {
     SymmetryStats stats = symmetrize(grid, a);
     EXPECT_NEAR(stats.asymmetry, std::sqrt(e2 / total2), 1e-12);
     EXPECT_LE(test::relative_difference(a, h), 1e-14);
-    EXPECT_NEAR(trace(grid, a), [&] {
-      double t = 0;
-      for (int64_t i = 0; i < n; ++i) t += h.data[i * n + i];
-      return t;
-    }(), 1e-10);
+    EXPECT_NEAR(
+        trace(grid, a),
+        [&] {
+          double t = 0;
+          for (int64_t i = 0; i < n; ++i) t += h.data[i * n + i];
+          return t;
+        }(),
+        1e-10);
   }
 }
 

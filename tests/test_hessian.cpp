@@ -5,10 +5,11 @@
 #include <memory>
 #include <vector>
 
-#include "dhess/assembler.hpp"
-#include "dhess/errors.hpp"
-#include "dhess/hvp.hpp"
-#include "dhess/problem.hpp"
+#include "dhess/app/parse.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/dense/assembler.hpp"
+#include "dhess/torch/hvp.hpp"
+#include "dhess/torch/problem.hpp"
 #include "problem_impl.hpp"
 #include "test_support.hpp"
 
@@ -21,7 +22,7 @@ ProblemSpec spec_of(const std::string& name, const std::string& loss, bool with_
   ProblemSpec s;
   s.model = oracle(name + ".pt");
   if (with_data) s.data = oracle(name + "_data.pt");
-  s.loss = loss;
+  s.loss = parse_loss(loss);
   return s;
 }
 
@@ -92,7 +93,8 @@ TEST(Hessian, MicroBatchesGiveTheWholeDataSetHessian) {
 
 TEST(Hessian, ParamsRegexGivesTheSubHessianOfTheLastLayer) {
   ProblemSpec spec = spec_of("convnet", "cross_entropy");
-  spec.params_regex = "^f2\\.";
+  spec.params_text = "^f2\\.";
+  spec.params = parse_params(spec.params_text);
   EXPECT_LE(assembled_error(spec, {test::world_size(), 1, 16, 0}, "convnet_f2_H.npy"), 1e-10);
 }
 
@@ -109,9 +111,9 @@ TEST(Hessian, TracedModelWithNllLossMatchesOracle) {
 }
 
 TEST(Hessian, TwoInputTensorsWithBceMatchOracle) {
-  EXPECT_LE(assembled_error(spec_of("two_inputs", "bce_with_logits"), {1, test::world_size(), 3, 7},
-                            "two_inputs_H.npy"),
-            1e-10);
+  EXPECT_LE(
+      assembled_error(spec_of("two_inputs", "bce_with_logits"), {1, test::world_size(), 3, 7}, "two_inputs_H.npy"),
+      1e-10);
 }
 
 TEST(Hessian, LinearLeastSquaresMatchesClosedForm) {

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "dhess/block_cyclic.hpp"
+#include "dhess/dist/block_cyclic.hpp"
 #include "dhess/io/npy.hpp"
 
 namespace dhess::test {

@@ -5,14 +5,15 @@
 #include <map>
 #include <string>
 
-#include "dhess/block_cyclic.hpp"
-#include "dhess/eigensolver.hpp"
-#include "dhess/errors.hpp"
+#include "dhess/app/parse.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/core/layout.hpp"
+#include "dhess/core/placement.hpp"
+#include "dhess/dist/block_cyclic.hpp"
+#include "dhess/dist/process_grid.hpp"
 #include "dhess/io/npy.hpp"
-#include "dhess/layout.hpp"
-#include "dhess/process_grid.hpp"
-#include "dhess/runtime.hpp"
-#include "dhess/summary.hpp"
+#include "dhess/linalg/eigensolver.hpp"
+#include "dhess/report/summary.hpp"
 
 namespace dhess {
 namespace {
@@ -74,14 +75,13 @@ TEST(Solver, AutomaticChoiceFollowsTheRequest) {
   // One process: LAPACK for all pairs and index ranges, ELPA 2-stage still for values.
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("all"), 64, 1, 1, 5000), Solver::lapack);
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("bottom:2"), 64, 1, 1, 5000), Solver::lapack);
-  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("values"), 64, 1, 1, 5000), fast == Solver::elpa
-                                                                                               ? Solver::elpa
-                                                                                               : Solver::lapack);
+  EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("values"), 64, 1, 1, 5000),
+            fast == Solver::elpa ? Solver::elpa : Solver::lapack);
   EXPECT_EQ(choose_solver(Solver::automatic, parse_eigen_request("top:3"), 64, 1, 2, 5000), Solver::pdsyevr);
   EXPECT_EQ(choose_solver(Solver::pdsyevd, parse_eigen_request("all"), 64, 1, 2, 5000), Solver::pdsyevd);
   EXPECT_TRUE(elpa_accepts(64, 2, 2, 200));
-  EXPECT_FALSE(elpa_accepts(48, 2, 2, 200));   // not a power of two
-  EXPECT_FALSE(elpa_accepts(64, 1, 4, 200));   // a process column without a block
+  EXPECT_FALSE(elpa_accepts(48, 2, 2, 200));  // not a power of two
+  EXPECT_FALSE(elpa_accepts(64, 1, 4, 200));  // a process column without a block
   EXPECT_THROW(parse_solver("magma"), UsageError);
   EXPECT_EQ(parse_solver("lapack"), Solver::lapack);
 }

@@ -12,9 +12,9 @@
 #include <filesystem>
 #include <vector>
 
-#include "dhess/collective.hpp"
-#include "dhess/errors.hpp"
-#include "dhess/memory.hpp"
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/core/memory.hpp"
 #include "hdf5_raw.hpp"
 
 namespace dhess {
@@ -82,8 +82,7 @@ std::vector<int64_t> create_layout(const std::string& path, const std::vector<Da
   if (!fapl.valid() || H5Pset_fapl_sec2(fapl) < 0) throw InternalError("HDF5 file access list for '" + path + "'");
   errno = 0;
   Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-  if (!file.valid())
-    throw ResourceError("cannot create '" + path + "': " + system_error(errno, "not writable?"));
+  if (!file.valid()) throw ResourceError("cannot create '" + path + "': " + system_error(errno, "not writable?"));
   // Contiguous and allocated now, so that the data has a fixed offset; never
   // filled, so that the header is all HDF5 writes.
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
@@ -121,7 +120,7 @@ std::vector<int64_t> create_layout(const std::string& path, const std::vector<Da
     require_space(path, bytes);
     offsets = create_layout(path, sets);
   });
-  check_mpi(MPI_Bcast(offsets.data(), static_cast<int>(offsets.size()), MPI_INT64_T, 0, comm), "MPI_Bcast");
+  MPI_Bcast(offsets.data(), static_cast<int>(offsets.size()), MPI_INT64_T, 0, comm);
   return offsets;
 }
 
@@ -137,8 +136,8 @@ RankWriter::~RankWriter() {
 
 void RankWriter::note(int err, const char* call) {
   if (!failure_.empty()) return;
-  std::string why = err == ENOENT ? std::string(call) + ": the file rank 0 created is not visible here (is '" +
-                                        path_ + "' on a file system all nodes share?)"
+  std::string why = err == ENOENT ? std::string(call) + ": the file rank 0 created is not visible here (is '" + path_ +
+                                        "' on a file system all nodes share?)"
                                   : std::string(std::strerror(err));
   failure_ = "writing " + what_ + " failed: " + why + " (" + room(path_, bytes_) + ")";
 }
@@ -160,7 +159,7 @@ void RankWriter::write(int64_t offset, const void* data, std::size_t bytes) {
 
 bool RankWriter::any_failed() {
   int failed = failure_.empty() ? 0 : 1, any = 0;
-  check_mpi(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+  MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, comm_);
   return any != 0;
 }
 
@@ -202,7 +201,7 @@ void write_hdf5_matrix(const std::string& path, const std::string& name, const B
 
   int mine[2] = {matrix.my_row(), matrix.my_col()};
   std::vector<int> coords(2 * static_cast<std::size_t>(size));
-  check_mpi(MPI_Allgather(mine, 2, MPI_INT, coords.data(), 2, MPI_INT, comm), "MPI_Allgather");
+  MPI_Allgather(mine, 2, MPI_INT, coords.data(), 2, MPI_INT, comm);
   const CyclicAxis& rows = matrix.row_axis();
   const CyclicAxis& cols = matrix.col_axis();
   std::vector<std::vector<int64_t>> cols_of(static_cast<std::size_t>(cols.procs));  // ascending
@@ -241,9 +240,8 @@ void write_hdf5_matrix(const std::string& path, const std::string& name, const B
     }
     recv.resize(static_cast<std::size_t>(std::max(total, 1)));
     if (send.empty()) send.resize(1);  // never a null buffer
-    check_mpi(MPI_Alltoallv(send.data(), send_count.data(), send_at.data(), type, recv.data(), recv_count.data(),
-                            recv_at.data(), type, comm),
-              "MPI_Alltoallv");
+    MPI_Alltoallv(send.data(), send_count.data(), send_at.data(), type, recv.data(), recv_count.data(), recv_at.data(),
+                  type, comm);
     band.assign(static_cast<std::size_t>((e - b) * count), T(0));
     for (int s = 0; s < size; ++s) {
       std::size_t at = static_cast<std::size_t>(recv_at[s]);
@@ -260,7 +258,7 @@ void write_hdf5_matrix(const std::string& path, const std::string& name, const B
 
 template void write_hdf5_matrix<double>(const std::string&, const std::string&, const BlockCyclicMatrix<double>&,
                                         int64_t, int64_t, MPI_Comm);
-template void write_hdf5_matrix<float>(const std::string&, const std::string&, const BlockCyclicMatrix<float>&,
-                                       int64_t, int64_t, MPI_Comm);
+template void write_hdf5_matrix<float>(const std::string&, const std::string&, const BlockCyclicMatrix<float>&, int64_t,
+                                       int64_t, MPI_Comm);
 
 }  // namespace dhess

@@ -1,11 +1,11 @@
 // HDF5 output of row-sharded vectors (matrix-free path) and of small named
-// arrays written by one process. Same scheme as hdf5_matrix.cpp: HDF5 writes
-// the header on one process, the data goes through MPI-IO or plain writes.
+// arrays written by one process. Same scheme as hdf5_matrix.cpp: serial HDF5
+// writes the header on one process, every rank pwrite()s its own data.
 #include <algorithm>
 #include <fstream>
 #include <vector>
 
-#include "dhess/errors.hpp"
+#include "dhess/core/errors.hpp"
 #include "dhess/io/hdf5_matrix.hpp"
 #include "hdf5_raw.hpp"
 
@@ -20,8 +20,8 @@ void write_hdf5_row_shards(const std::string& path, const std::string& name, con
       spec.bytes(), comm);
   // This rank's rows are one contiguous region of the row-major file: written
   // in bands of a few MB, each transposed from the column-major local array.
-  const int64_t q = std::clamp<int64_t>((int64_t(8) << 20) / (std::max<int64_t>(cols, 1) * 8), 1,
-                                        std::max<int64_t>(rows, 1));
+  const int64_t q =
+      std::clamp<int64_t>((int64_t(8) << 20) / (std::max<int64_t>(cols, 1) * 8), 1, std::max<int64_t>(rows, 1));
   std::vector<double> band;
   for (int64_t i0 = 0; i0 < rows; i0 += q) {
     const int64_t len = std::min(q, rows - i0);

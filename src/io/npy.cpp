@@ -5,7 +5,7 @@
 #include <fstream>
 #include <regex>
 
-#include "dhess/errors.hpp"
+#include "dhess/core/errors.hpp"
 
 namespace dhess {
 
@@ -29,16 +29,15 @@ void write_npy(const std::string& path, const double* data, const std::vector<in
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(double)));
   out.close();  // a network file system may report a full disk only here
   if (!out)
-    throw ResourceError("cannot write '" + path + "': " +
-                        (errno ? std::strerror(errno) : "disk full or not writable?"));
+    throw ResourceError("cannot write '" + path +
+                        "': " + (errno ? std::strerror(errno) : "disk full or not writable?"));
 }
 
 NpyArray read_npy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("cannot open npy file '" + path + "'");
   char magic[8];
-  if (!in.read(magic, 8) || std::string(magic, 6) != "\x93NUMPY")
-    throw InputError("'" + path + "' is not an npy file");
+  if (!in.read(magic, 8) || std::string(magic, 6) != "\x93NUMPY") throw InputError("'" + path + "' is not an npy file");
   std::size_t len = 0;
   if (magic[6] == 1) {
     unsigned char b[2];
@@ -79,8 +78,8 @@ NpyArray read_npy(const std::string& path) {
   const auto data_bytes = static_cast<int64_t>(in.tellg() - data_start);
   in.seekg(data_start);
   if (data_bytes != count * static_cast<int64_t>(element))
-    throw InputError("npy file '" + path + "' holds " + std::to_string(data_bytes) + " data bytes but its shape needs " +
-                     std::to_string(count * static_cast<int64_t>(element)));
+    throw InputError("npy file '" + path + "' holds " + std::to_string(data_bytes) +
+                     " data bytes but its shape needs " + std::to_string(count * static_cast<int64_t>(element)));
   a.data.resize(static_cast<std::size_t>(count));
   auto read_as = [&](auto sample) {
     using V = decltype(sample);
@@ -89,10 +88,14 @@ NpyArray read_npy(const std::string& path) {
       throw InputError("npy file '" + path + "' is truncated");
     for (std::size_t i = 0; i < raw.size(); ++i) a.data[i] = static_cast<double>(raw[i]);
   };
-  if (type.back() == '8' && type[type.size() - 2] == 'f') read_as(double{});
-  else if (type.back() == '4' && type[type.size() - 2] == 'f') read_as(float{});
-  else if (type.back() == '8') read_as(int64_t{});
-  else read_as(int32_t{});
+  if (type.back() == '8' && type[type.size() - 2] == 'f')
+    read_as(double{});
+  else if (type.back() == '4' && type[type.size() - 2] == 'f')
+    read_as(float{});
+  else if (type.back() == '8')
+    read_as(int64_t{});
+  else
+    read_as(int32_t{});
   return a;
 }
 

@@ -8,15 +8,15 @@
 #include <cstring>
 #include <filesystem>
 
-#include "dhess/collective.hpp"
-#include "dhess/errors.hpp"
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
 
 namespace dhess {
 namespace fs = std::filesystem;
 
 const std::vector<std::string>& OutputDir::result_names() {
   static const std::vector<std::string> names = {
-      "summary.json", "eigenvalues.npy", "eigenvectors.h5", "hessian.h5",    "layout.json",  "eigenvector_shares.npy",
+      "summary.json", "eigenvalues.npy", "eigenvectors.h5", "hessian.h5",   "layout.json", "eigenvector_shares.npy",
       "spectrum.png", "density.csv",     "slq_nodes.csv",   "diagonal.npy", "diagonal.h5"};
   return names;
 }
@@ -51,7 +51,9 @@ OutputDir::OutputDir(const std::string& path, bool force, MPI_Comm comm) : path_
   });
 }
 
-std::string OutputDir::staged(const std::string& name) const { return (fs::path(path_) / (name + ".partial")).string(); }
+std::string OutputDir::staged(const std::string& name) const {
+  return (fs::path(path_) / (name + ".partial")).string();
+}
 
 std::string OutputDir::final_path(const std::string& name) const { return (fs::path(path_) / name).string(); }
 

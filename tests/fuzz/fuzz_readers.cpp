@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "dhess/checkpoint.hpp"
-#include "dhess/errors.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/io/checkpoint.hpp"
 #include "dhess/io/npy.hpp"
 
 namespace {

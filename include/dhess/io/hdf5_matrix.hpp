@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "dhess/block_cyclic.hpp"
+#include "dhess/dist/block_cyclic.hpp"
 
 namespace dhess {
 

@@ -1,0 +1,61 @@
+#pragma once
+// Eigensolver backends over a BlockCyclicMatrix: ScaLAPACK pdsyevd (all
+// eigenpairs), pdsyevr (values only, index ranges), ELPA (2-stage) and, on one
+// process, LAPACK dsyevd/dsyevr.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dhess/core/dtype.hpp"
+#include "dhess/dist/block_cyclic.hpp"
+
+namespace dhess {
+
+struct EigenRequest {
+  enum class Kind { none, values, all, top, bottom };
+  Kind kind = Kind::values;
+  int64_t k = 0;  // for top/bottom
+  bool wants_vectors() const { return kind == Kind::all || kind == Kind::top || kind == Kind::bottom; }
+  // Number of eigenvalues this request returns for an n×n matrix.
+  int64_t count(int64_t n) const;
+  std::string text() const;
+};
+// Throws UsageError when K is outside [1, n].
+void check_eigen_request(const EigenRequest& request, int64_t n);
+
+enum class Solver { automatic, pdsyevd, pdsyevr, elpa, lapack };
+bool elpa_available();
+// The backend `automatic` resolves to for this request, grid and block size.
+Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
+// Its choice where ELPA is out (does not fit, or float32): LAPACK on one process, else ScaLAPACK.
+Solver choose_solver_without_elpa(const EigenRequest& request, int grid_rows, int grid_cols, int64_t n);
+const char* solver_name(Solver solver);
+// Block size ELPA accepts for n on a pr×pc grid (a power of two, one block per process row/column).
+bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
+// Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
+// grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
+void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
+// The backend a run uses: `wanted` checked (check_solver, and Debian's ELPA refused in single
+// precision, where it fails), or automatic resolved for this dtype. Throws UsageError.
+Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
+                      Dtype dtype);
+
+template <typename T>
+struct Spectrum {
+  std::vector<double> values;                     // ascending
+  std::unique_ptr<BlockCyclicMatrix<T>> vectors;  // column first_column + i belongs to values[i]
+  int64_t first_column = 0;
+  std::string routine;  // e.g. "pdsyevd"
+};
+
+// Eigendecomposition of `h` (overwritten) by a resolved `solver` (resolve_solver). `h` must have
+// square blocks.
+template <typename T>
+Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver);
+
+// Workspace bytes per rank the solver will ask for (for pre-flight planning).
+std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                                   int grid_cols, std::size_t element_bytes);
+
+}  // namespace dhess

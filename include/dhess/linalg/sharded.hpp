@@ -1,0 +1,30 @@
+#pragma once
+// Small dense linear algebra on row-sharded vectors (dist/row_shard.hpp): each rank holds its rows
+// of a block of columns, column-major; inner products are summed over the ranks. What the
+// matrix-free estimators are built from.
+#include <mpi.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace dhess {
+
+double allsum(double v, MPI_Comm comm);
+void allsum(std::vector<double>& v, MPI_Comm comm);
+
+// c = Vᵀ w over the first `cols` columns of V (rows × cols, column-major), summed over ranks.
+std::vector<double> project(const std::vector<double>& v, int64_t rows, int64_t cols, const double* w, MPI_Comm comm);
+// w -= V c over the first `cols` columns of V.
+void subtract(const std::vector<double>& v, int64_t rows, int64_t cols, const std::vector<double>& c, double* w);
+// ‖w‖₂ of a sharded vector.
+double norm(const double* w, int64_t rows, MPI_Comm comm);
+// V·Y for this rank's rows: V rows × m, Y m × k (the same on every rank); rows × k.
+std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y,
+                            int64_t k);
+
+// Eigenvalues (ascending) and eigenvectors (column-major m × m) of the symmetric tridiagonal matrix
+// with diagonal alpha[0:m] and off-diagonal beta[0:m-1] (LAPACK dstev).
+void tridiagonal_eigen(const std::vector<double>& alpha, const std::vector<double>& beta, int64_t m,
+                       std::vector<double>& values, std::vector<double>& vectors);
+
+}  // namespace dhess

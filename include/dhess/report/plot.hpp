@@ -1,0 +1,13 @@
+#pragma once
+// spectrum.png: drawn by scripts/plot_spectrum.py on Debian's python3-matplotlib (a small
+// script rather than a C++ plotting dependency).
+#include <string>
+#include <vector>
+
+namespace dhess {
+
+// `arguments` are the script's (--out PNG, --eigenvalues NPY, --density CSV, ...). Returns "" or
+// why it was not drawn: a picture is a convenience, its failure costs a warning, not the run.
+std::string draw_spectrum(const std::vector<std::string>& arguments);
+
+}  // namespace dhess

@@ -1,0 +1,22 @@
+#pragma once
+// What a run reports: eigenvalue statistics and the human summary printed on rank 0.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace dhess {
+
+struct EigenStats {
+  double tolerance = 0;  // |λ| ≤ tolerance counts as zero
+  int64_t negative = 0, zero = 0, positive = 0;
+  double largest = 0, smallest = 0;
+};
+// relative_tolerance × max|λ| is the zero band.
+EigenStats eigen_stats(const std::vector<double>& ascending, double relative_tolerance);
+nlohmann::json to_json(const EigenStats& stats);
+
+// Multi-line report for rank 0's stdout, from a summary.json object.
+std::string human_summary(const nlohmann::json& summary);
+
+}  // namespace dhess

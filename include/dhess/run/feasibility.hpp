@@ -1,0 +1,54 @@
+#pragma once
+// What the dense run and `dhess plan` decide before any Hessian-vector product -- grid, block,
+// solver, panel width, memory per rank -- and the one feasibility check both make.
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "dhess/linalg/eigensolver.hpp"
+#include "dhess/run/options.hpp"
+#include "dhess/run/setup.hpp"
+#include "dhess/torch/hvp.hpp"
+
+namespace dhess {
+
+// Bytes per rank of a dense run.
+struct MemoryPlan {
+  double h = 0, z = 0, workspace = 0, panel = 0, baseline = 0, total = 0, available = 0;
+  nlohmann::json to_json() const;
+};
+
+// The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid, the
+// HVP panel, and the process as resident now; `available` is the budget it is checked against.
+MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
+                       Dtype dtype, int64_t panel, double available);
+
+// The memory one rank may use: --mem-per-rank, else the node's available memory shared by the
+// `ranks_on_node` ranks placed on it.
+double memory_per_rank(const RunOptions& o, int ranks_on_node);
+
+struct DenseSetup {
+  int rows = 1, cols = 1;
+  EigenRequest request;
+  Solver solver = Solver::automatic;  // resolved: the backend that will run
+  Loaded loaded;
+  int64_t n = 0;
+  int block = 64;
+  std::unique_ptr<HvpEngine> engine;
+  MemoryPlan plan;
+  std::string solver_note;  // why --solver auto did not take its first choice
+};
+
+// Loads the problem and decides everything for `ranks` ranks, `ranks_on_node` of them per node;
+// every rank gets the same decisions (memory readings are agreed on the worst rank's numbers).
+// Throws UsageError for a grid, block, request or solver that cannot run.
+DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int ranks_on_node);
+
+bool fits(const DenseSetup& s);
+// Why the plan does not fit, with the numbers and a rank count that would.
+std::string memory_refusal(const RunOptions& o, const DenseSetup& s, int ranks);
+// Smallest power-of-two multiple of `ranks` at which the plan fits.
+int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks);
+
+}  // namespace dhess

@@ -1,0 +1,89 @@
+#pragma once
+// Problem: a model, its data and a loss, with the parameters the Hessian is
+// taken over. The torch objects stay behind a pointer so that this header can
+// be included without torch.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "dhess/core/dtype.hpp"
+#include "dhess/core/layout.hpp"
+
+namespace dhess {
+
+// Mean-reduced losses of the model's output and the targets, or `none`: forward returns the loss.
+enum class Loss { cross_entropy, mse, nll, bce_with_logits, none };
+const char* loss_name(Loss loss);
+
+struct ProblemSpec {
+  std::string model;                 // TorchScript file, or builtin:NAME[:SIZE]
+  std::string data;                  // torch.save file; empty for builtins or --loss none
+  std::optional<Loss> loss;          // unset: the built-in model's own
+  std::string params_text;           // --params as given, for messages; empty = every parameter
+  std::optional<std::regex> params;  // keep parameters whose name matches (std::regex_search)
+  int64_t batch_size = 0;            // micro-batch size; 0 = the whole data set at once
+  bool train_mode = false;
+  Dtype dtype = Dtype::float64;
+  std::string device = "cpu";  // a torch device string such as "cpu" or "cuda:1"
+};
+
+// What one gradient pass over the whole data set found.
+struct ProblemCheck {
+  double loss = 0;
+  double gradient_norm = 0;
+  std::vector<std::string> unused_parameters;  // the loss does not depend on them
+};
+
+class HvpEngine;
+
+class Problem {
+ public:
+  // Loads and validates model and data; throws InputError/UsageError naming the
+  // file, parameter or shape that is wrong.
+  explicit Problem(const ProblemSpec& spec);
+  ~Problem();
+  Problem(Problem&&) noexcept;
+  Problem& operator=(Problem&&) noexcept;
+
+  const ProblemSpec& spec() const;
+  const ParameterLayout& layout() const;
+  int64_t num_samples() const;
+  int64_t num_micro_batches() const;
+  std::string loss_name() const;
+  // One line saying what the model is ("builtin convnet: Conv2d(1,32,3,1,1) -> ...").
+  std::string description() const;
+
+  // Keeps only the samples of shard `rank` of `size` (contiguous, sizes within
+  // one sample), split into micro-batches of --batch-size; weights stay those of
+  // the whole data set, so the shards' Hessians sum to H exactly.
+  void keep_shard(int rank, int size);
+
+  // Refuses (UsageError, with the cause and the fix) when evaluating the data in the pieces a
+  // run makes of it -- micro-batches of --batch-size within each of `shards` data shards --
+  // changes the loss: BatchNorm in train mode, or a --loss none forward that is not a mean over
+  // its samples. Such a split would silently give the Hessian of another loss. Compares the first
+  // two pieces evaluated together with their weighted mean evaluated apart.
+  void require_separable(int shards) const;
+
+  // One forward/backward pass over all data: loss, gradient, unused parameters;
+  // throws on shapes the model rejects, a non-scalar or non-finite loss.
+  ProblemCheck check();
+
+  // Writes the model (TorchScript) and data (torch.save format) to files that
+  // Python's torch.jit.load / torch.load read: how builtins are reproduced.
+  void export_to(const std::string& model_path, const std::string& data_path) const;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Names and descriptions of the built-in models, for --help and errors.
+std::vector<std::string> builtin_model_names();
+
+}  // namespace dhess

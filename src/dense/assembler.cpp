@@ -1,0 +1,102 @@
+#include "dhess/dense/assembler.hpp"
+
+#include <cmath>
+
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
+
+namespace dhess {
+
+template <typename T>
+AssemblyStats assemble(HvpEngine& engine, const ProcessGrid& grid, BlockCyclicMatrix<T>& h, Progress& progress,
+                       const AssemblyHooks<T>& hooks) {
+  AssemblyStats stats;
+  const int64_t n = h.rows();
+  const int64_t k = engine.panel_width();
+  const int64_t p = grid.size();
+  stats.panel_width = k;
+  for (int64_t c0 = 0; c0 < n; c0 += p * k) {
+    const int64_t width = std::min(p * k, n - c0);
+    BlockCyclicMatrix<T> panel(grid.row_context(), n, width, static_cast<int>(n), static_cast<int>(k), 0);
+    const int64_t j0 = std::min(n, c0 + grid.rank() * k), j1 = std::min(n, j0 + k);
+    double t0 = MPI_Wtime();
+    run_collectively(grid.comm(), [&] {
+      if (j1 <= j0) return;
+      if (hooks.lookup && hooks.lookup(j0, j1, panel.data())) {
+        stats.columns_restored += j1 - j0;
+        return;
+      }
+      engine.columns(j0, j1, panel.data());
+      stats.columns_computed += j1 - j0;
+      if (hooks.sink) hooks.sink(j0, j1, panel.data());
+    });
+    double t1 = MPI_Wtime();
+    redistribute<T>(n, width, panel.data(), 0, 0, panel.desc(), h.data(), 0, c0, h.desc(), grid.context());
+    stats.hvp_seconds += t1 - t0;
+    stats.redistribute_seconds += MPI_Wtime() - t1;
+    progress.update(c0 + width);
+    if (hooks.after_round) hooks.after_round(c0 + width);
+  }
+  progress.finish();
+  return stats;
+}
+
+template <typename T>
+SymmetryStats symmetrize(const ProcessGrid& grid, BlockCyclicMatrix<T>& h) {
+  const int64_t n = h.rows();
+  const int w = h.col_block();
+  double asym = 0, norm = 0;
+  for (int64_t r0 = 0; r0 < n; r0 += w) {
+    const int64_t wr = std::min<int64_t>(w, n - r0);
+    const int csrc = h.col_axis().owner(r0);
+    // temp (n×wr) = H[r0:r0+wr, :]ᵀ, aligned with H's block column r0/w.
+    BlockCyclicMatrix<T> temp(grid.context(), n, wr, h.row_block(), w, csrc);
+    transpose<T>(n, wr, h.data(), r0, 0, h.desc(), temp.data(), temp.desc());
+    if (h.my_col() != csrc) continue;
+    const int64_t lj0 = h.col_axis().local(r0);
+    for (int64_t c = 0; c < wr; ++c) {
+      for (int64_t li = 0; li < h.local_rows(); ++li) {
+        const int64_t i = h.global_row(li);
+        const double t = temp.at_local(li, c);
+        T& value = h.at_local(li, lj0 + c);
+        const double v = value;
+        norm += v * v;
+        if (i < r0) {
+          value = static_cast<T>(t);  // (i, j) mirrors an entry already averaged in an earlier strip
+          continue;
+        }
+        const double d = v - t;
+        asym += (i >= r0 + wr ? 2 : 1) * d * d;
+        value = static_cast<T>((v + t) / 2);
+      }
+    }
+  }
+  double local[2] = {asym, norm}, total[2] = {0, 0};
+  MPI_Allreduce(local, total, 2, MPI_DOUBLE, MPI_SUM, grid.comm());
+  SymmetryStats stats;
+  stats.frobenius = std::sqrt(total[1]);
+  stats.asymmetry = total[1] > 0 ? std::sqrt(total[0] / total[1]) : 0.0;
+  return stats;
+}
+
+template <typename T>
+double trace(const ProcessGrid& grid, const BlockCyclicMatrix<T>& h) {
+  double local = 0, total = 0;
+  for (int64_t lj = 0; lj < h.local_cols(); ++lj) {
+    const int64_t j = h.global_col(lj);
+    if (h.row_axis().owner(j) == h.my_row()) local += h.at_local(h.row_axis().local(j), lj);
+  }
+  MPI_Allreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, grid.comm());
+  return total;
+}
+
+template AssemblyStats assemble<double>(HvpEngine&, const ProcessGrid&, BlockCyclicMatrix<double>&, Progress&,
+                                        const AssemblyHooks<double>&);
+template AssemblyStats assemble<float>(HvpEngine&, const ProcessGrid&, BlockCyclicMatrix<float>&, Progress&,
+                                       const AssemblyHooks<float>&);
+template SymmetryStats symmetrize<double>(const ProcessGrid&, BlockCyclicMatrix<double>&);
+template SymmetryStats symmetrize<float>(const ProcessGrid&, BlockCyclicMatrix<float>&);
+template double trace<double>(const ProcessGrid&, const BlockCyclicMatrix<double>&);
+template double trace<float>(const ProcessGrid&, const BlockCyclicMatrix<float>&);
+
+}  // namespace dhess

@@ -1,0 +1,302 @@
+#include "dhess/dense/dense_run.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/core/interrupt.hpp"
+#include "dhess/core/memory.hpp"
+#include "dhess/dense/assembler.hpp"
+#include "dhess/dense/eigen_report.hpp"
+#include "dhess/io/checkpoint.hpp"
+#include "dhess/io/hdf5_matrix.hpp"
+#include "dhess/io/json_file.hpp"
+#include "dhess/io/npy.hpp"
+#include "dhess/io/output_dir.hpp"
+#include "dhess/report/plot.hpp"
+#include "dhess/report/summary.hpp"
+#include "dhess/run/feasibility.hpp"
+#include "dhess/run/identity.hpp"
+
+namespace dhess {
+namespace {
+
+using json = nlohmann::json;
+
+// One dense run in element type T, phase by phase; every phase records its time and peak memory.
+template <typename T>
+class DenseRun {
+ public:
+  DenseRun(const RunOptions& o, const Rank& r, DenseSetup& s, OutputDir& out, const Checkpoint* checkpoint,
+           json& summary)
+      : o_(o), r_(r), s_(s), out_(out), checkpoint_(checkpoint), summary_(summary), grid_(r.comm, s.rows, s.cols) {}
+
+  void run() {
+    const double start = MPI_Wtime();
+    reset_peak_rss();
+    BlockCyclicMatrix<T> h(grid_, s_.n, s_.n, s_.block, s_.block);
+    assemble_columns(h);
+    finish_matrix(h);
+    Spectrum<T> spectrum = solve_matrix(h);
+    report(spectrum);
+    timings_["total"] = MPI_Wtime() - start;
+    write_summary();
+  }
+
+ private:
+  void phase_peak(const char* name) {
+    peaks_[name] = gather_doubles(r_, static_cast<double>(peak_rss_bytes()));
+    reset_peak_rss();
+  }
+
+  // Every rank stops at the same round when any received SIGUSR1/SIGTERM (exit 75).
+  void stop_if_asked(int64_t done) const {
+    if (!stop_requested(r_.comm)) return;
+    Interrupted stop(
+        "stopped by a signal after " + std::to_string(done) + " of " + std::to_string(s_.n) + " columns; " +
+        (checkpoint_
+             ? "finished panels are in checkpoint '" + checkpoint_->dir() + "': rerun the same command with --resume"
+             : std::string("no --checkpoint was given, so nothing was kept")));
+    stop.mark_agreed();  // every rank saw the same allreduced flag at the same round
+    throw stop;
+  }
+
+  void assemble_columns(BlockCyclicMatrix<T>& h) {
+    const int64_t n = s_.n;
+    Progress progress("columns", n, r_.root() && !o_.quiet);
+    AssemblyHooks<T> hooks;
+    if (checkpoint_) {
+      hooks.lookup = [&](int64_t j0, int64_t j1, T* panel) { return checkpoint_->load<T>(j0, j1, n, panel); };
+      hooks.sink = [&](int64_t j0, int64_t j1, const T* panel) { checkpoint_->save<T>(j0, j1, n, panel); };
+    }
+    hooks.after_round = [&](int64_t done) { stop_if_asked(done); };
+    stats_ = assemble<T>(*s_.engine, grid_, h, progress, hooks);
+    phase_peak("hvp_and_assembly");
+    const auto hvp = gather_doubles(r_, stats_.hvp_seconds);
+    const auto redistribution = gather_doubles(r_, stats_.redistribute_seconds);
+    timings_["hvp"] = *std::max_element(hvp.begin(), hvp.end());
+    timings_["redistribution"] = *std::max_element(redistribution.begin(), redistribution.end());
+    timings_["hvp_per_rank"] = hvp;
+  }
+
+  // H ← (H + Hᵀ)/2 with the asymmetry it had, its trace, and hessian.h5.
+  void finish_matrix(BlockCyclicMatrix<T>& h) {
+    symmetry_ = symmetrize(grid_, h);
+    summary_["asymmetry"] = symmetry_.asymmetry;
+    summary_["trace"] = trace(grid_, h);
+    if (symmetry_.asymmetry > (std::is_same_v<T, double> ? 1e-8 : 1e-3))
+      warn(r_, "Hessian asymmetry ||H-H^T||/||H|| = " + std::to_string(symmetry_.asymmetry) +
+                   " before symmetrization (non-smooth or non-deterministic model?)");
+    if (o_.save_hessian) {
+      const double t = MPI_Wtime();
+      write_hdf5_matrix(out_.staged("hessian.h5"), "hessian", h, 0, s_.n, r_.comm);
+      files_.push_back("hessian.h5");
+      io_seconds_ += MPI_Wtime() - t;
+    }
+    phase_peak("symmetrize_and_save");
+  }
+
+  Spectrum<T> solve_matrix(BlockCyclicMatrix<T>& h) {
+    const double t = MPI_Wtime();
+    Spectrum<T> spectrum = solve(grid_, h, s_.request, s_.solver);
+    h.release();
+    timings_["eigensolver"] = MPI_Wtime() - t;
+    phase_peak("eigensolver");
+    return spectrum;
+  }
+
+  void report(const Spectrum<T>& spectrum) {
+    const double t = MPI_Wtime();
+    json check = json::object();
+    if (!spectrum.values.empty()) {
+      summary_["eigenvalues"] =
+          eigenvalue_summary(spectrum.values, s_.request, std::is_same_v<T, double> ? 1e-8 : 1e-4);
+      summary_["solver"] = spectrum.routine;
+    }
+    if (spectrum.vectors) check = check_and_write_vectors(spectrum);
+    if (std::is_same_v<T, float>) {
+      check["float32_note"] =
+          "float32 eigenvalues carry absolute errors near 1e-6 * max|lambda|; values below that are not resolved";
+      if (symmetry_.asymmetry > 1e-4)
+        warn(r_, "float32 asymmetry " + std::to_string(symmetry_.asymmetry) + " is large: prefer --dtype float64");
+    }
+    check["asymmetry"] = symmetry_.asymmetry;
+    summary_["self_check"] = check;
+    write_values_and_layout(spectrum.values);
+    io_seconds_ += MPI_Wtime() - t;
+    phase_peak("output");
+  }
+
+  json check_and_write_vectors(const Spectrum<T>& spectrum) {
+    // ‖H‖₂ is max|λ| when the whole spectrum is known; otherwise ‖H‖_F bounds it from above.
+    const double norm = s_.request.kind == EigenRequest::Kind::all
+                            ? std::max(std::abs(spectrum.values.front()), std::abs(spectrum.values.back()))
+                            : symmetry_.frobenius;
+    json check = self_check(r_, *s_.engine, spectrum, norm);
+    const double limit = std::is_same_v<T, double> ? 1e-8 : 1e-3;
+    if (check["max_residual"].get<double>() > limit || check["orthogonality"].get<double>() > limit)
+      warn(r_, "eigen self-check above " + std::to_string(limit) + ": residual " +
+                   std::to_string(check["max_residual"].get<double>()) + ", orthogonality " +
+                   std::to_string(check["orthogonality"].get<double>()));
+    const ParameterLayout& layout = s_.loaded.problem->layout();
+    const int64_t m = static_cast<int64_t>(spectrum.values.size());
+    write_hdf5_matrix(out_.staged("eigenvectors.h5"), "eigenvectors", *spectrum.vectors, spectrum.first_column, m,
+                      r_.comm);
+    files_.push_back("eigenvectors.h5");
+    const auto shares = parameter_shares(r_, *spectrum.vectors, spectrum.first_column, m, layout);
+    summary_["eigenvalues"]["parameter_share"] = shares_json(shares, spectrum.values, layout, 5);
+    run_collectively(r_.comm, [&] {
+      if (r_.root())
+        write_npy(out_.staged("eigenvector_shares.npy"), shares.data(),
+                  {m, static_cast<int64_t>(layout.parameters().size())});
+    });
+    files_.push_back("eigenvector_shares.npy");
+    return check;
+  }
+
+  void write_values_and_layout(const std::vector<double>& values) {
+    run_collectively(r_.comm, [&] {
+      if (!r_.root()) return;
+      if (!values.empty())
+        write_npy(out_.staged("eigenvalues.npy"), values.data(), {static_cast<int64_t>(values.size())});
+      write_json(out_.staged("layout.json"), s_.loaded.problem->layout().to_json());
+    });
+    if (!values.empty()) {
+      files_.push_back("eigenvalues.npy");
+      draw();
+    }
+    files_.push_back("layout.json");
+  }
+
+  void draw() {
+    std::string problem;
+    if (r_.root())
+      problem = draw_spectrum({"--out", out_.staged("spectrum.png"), "--eigenvalues", out_.staged("eigenvalues.npy"),
+                               "--title",
+                               "Hessian spectrum (exact, " + s_.request.text() + "), n = " + std::to_string(s_.n)});
+    int drawn = problem.empty() ? 1 : 0;
+    MPI_Bcast(&drawn, 1, MPI_INT, 0, r_.comm);
+    if (drawn)
+      files_.push_back("spectrum.png");
+    else
+      warn(r_, "spectrum.png not drawn: " + problem);
+  }
+
+  void write_summary() {
+    timings_["io"] = io_seconds_;
+    std::vector<double> per_rank(r_.size, 0.0);
+    for (const auto& phase : peaks_)
+      for (int i = 0; i < r_.size; ++i) per_rank[i] = std::max(per_rank[i], phase[i].template get<double>());
+    const json torch_notes = report_torch_warnings(r_);
+    summary_["timings_seconds"] = timings_;
+    summary_["hvp"]["mode"] = s_.engine->mode_description();
+    summary_["hvp"]["unbatched_ops"] = torch_notes["unbatched_ops"];
+    summary_["torch_warnings"] = torch_notes["other"];
+    summary_["hvp"]["columns_restored_from_checkpoint"] =
+        gather_doubles(r_, static_cast<double>(stats_.columns_restored));
+    summary_["hvp"]["panel_width"] = stats_.panel_width;
+    const double hvp_seconds = timings_["hvp"].get<double>();
+    summary_["hvp"]["columns_per_second"] = hvp_seconds > 0 ? static_cast<double>(s_.n) / hvp_seconds : 0.0;
+    summary_["memory"]["peak_rss_per_rank"] = per_rank;
+    summary_["memory"]["peak_rss_per_phase"] = peaks_;
+    summary_["memory"]["peak_rss_max_human"] = human_bytes(*std::max_element(per_rank.begin(), per_rank.end()));
+    files_.push_back("summary.json");
+    summary_["files"] = files_;
+    run_collectively(r_.comm, [&] {
+      if (r_.root()) write_json(out_.staged("summary.json"), summary_);
+    });
+    out_.commit(files_);
+    say(r_, o_, human_summary(summary_));
+  }
+
+  const RunOptions& o_;
+  const Rank& r_;
+  DenseSetup& s_;
+  OutputDir& out_;
+  const Checkpoint* checkpoint_;
+  json& summary_;
+  ProcessGrid grid_;
+  AssemblyStats stats_;
+  SymmetryStats symmetry_;
+  json timings_, peaks_;
+  double io_seconds_ = 0;
+  std::vector<std::string> files_;
+};
+
+// The panel width a checkpoint was written with wins: its panels are keyed by their columns.
+std::unique_ptr<Checkpoint> open_checkpoint(const RunOptions& o, const Rank& r, DenseSetup& s) {
+  if (o.checkpoint.empty()) return nullptr;
+  json identity = problem_identity(o, r, s.loaded, {{"method", "dense"}});
+  identity["panel_width"] = s.engine->panel_width();
+  auto checkpoint = std::make_unique<Checkpoint>(o.checkpoint, identity, o.resume, r.comm);
+  if (checkpoint->panel_width() != s.engine->panel_width())
+    run_collectively(r.comm, [&] {
+      HvpOptions options;
+      options.panel = checkpoint->panel_width();
+      options.mode = o.hvp_mode;
+      s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
+    });
+  return checkpoint;
+}
+
+std::string run_header(const RunOptions& o, const Rank& r, const DenseSetup& s, const Checkpoint* checkpoint) {
+  const Problem& problem = *s.loaded.problem;
+  const auto& layout = problem.layout();
+  return "dhess: " + problem.description() + "\n" +
+         (layout.parameters().size() <= 12
+              ? layout.table()
+              : "n = " + std::to_string(s.n) + " parameters in " + std::to_string(layout.parameters().size()) +
+                    " tensors (see layout.json)\n") +
+         "dhess: " + std::to_string(r.size) + " rank(s), grid " + std::to_string(s.rows) + "x" +
+         std::to_string(s.cols) + ", block " + std::to_string(s.block) + ", " + dtype_name(o.problem.dtype) + ", " +
+         std::to_string(s.loaded.threads) + " thread(s)/rank, device " + s.loaded.device + ", HVP " +
+         s.engine->mode_description() + ", plan " + human_bytes(s.plan.total) + "/rank\n" +
+         (checkpoint ? "dhess: checkpoint " + o.checkpoint + " (" + std::to_string(checkpoint->panels_found()) +
+                           " panel(s) already done)\n"
+                     : "");
+}
+
+json summary_head(const RunOptions& o, const Rank& r, const DenseSetup& s) {
+  json summary;
+  summary["dhess_version"] = DHESS_VERSION;
+  summary["command_line"] = o.command_line;
+  summary["n"] = s.n;
+  summary["ranks"] = r.size;
+  summary["grid"] = {s.rows, s.cols};
+  summary["block"] = s.block;
+  summary["dtype"] = dtype_name(o.problem.dtype);
+  summary["threads_per_rank"] = s.loaded.threads;
+  summary["devices"] = gather_strings(r, s.loaded.device);
+  summary["out"] = o.out;
+  summary["model"] = model_summary(o, s.loaded);
+  summary["memory"]["plan_bytes_per_rank"] = s.plan.to_json();
+  if (!s.solver_note.empty()) summary["solver_note"] = s.solver_note;
+  return summary;
+}
+
+}  // namespace
+
+void run_dense(const RunOptions& o, MPI_Comm comm) {
+  Rank r(comm);
+  const double t0 = MPI_Wtime();
+  DenseSetup s = prepare_dense(o, r, r.size, node_placement(comm, process_env()).local_size);
+  if (!s.solver_note.empty()) say(r, o, "dhess: " + s.solver_note + "\n");
+  if (s.request.kind == EigenRequest::Kind::none && !o.save_hessian)
+    warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
+  if (!fits(s)) run_collectively(comm, [&] { throw ResourceError(memory_refusal(o, s, r.size)); });
+  OutputDir out(o.out, o.force, comm);
+  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(o, r, s);
+  say(r, o, run_header(o, r, s, checkpoint.get()));
+  json summary = summary_head(o, r, s);
+  summary["setup_seconds"] = MPI_Wtime() - t0;
+  if (o.problem.dtype == Dtype::float64)
+    DenseRun<double>(o, r, s, out, checkpoint.get(), summary).run();
+  else
+    DenseRun<float>(o, r, s, out, checkpoint.get(), summary).run();
+}
+
+}  // namespace dhess

@@ -1,0 +1,58 @@
+#include "dhess/dist/row_shard.hpp"
+
+namespace dhess {
+
+RowShard RowShard::of(int64_t n, int rank, int size) {
+  RowShard s;
+  s.n = n;
+  s.begin = n * rank / size;
+  s.end = n * (rank + 1) / size;
+  return s;
+}
+
+ShardCounts::ShardCounts(int64_t n, MPI_Comm comm) {
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  for (int p = 0; p < size; ++p) {
+    const RowShard s = RowShard::of(n, p, size);
+    counts.push_back(static_cast<int>(s.rows()));
+    displs.push_back(static_cast<int>(s.begin));
+  }
+}
+
+std::vector<double> gather_columns_to_root(const std::vector<double>& local, const RowShard& shard, int64_t k,
+                                           MPI_Comm comm) {
+  const ShardCounts l(shard.n, comm);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  std::vector<double> all(rank == 0 ? static_cast<std::size_t>(shard.n * k) : 0);
+  for (int64_t c = 0; c < k; ++c)
+    MPI_Gatherv(local.data() + c * shard.rows(), static_cast<int>(shard.rows()), MPI_DOUBLE,
+                rank == 0 ? all.data() + c * shard.n : nullptr, l.counts.data(), l.displs.data(), MPI_DOUBLE, 0, comm);
+  return all;
+}
+
+std::vector<double> scatter_columns_from_root(const std::vector<double>& all, const RowShard& shard, int64_t k,
+                                              MPI_Comm comm) {
+  const ShardCounts l(shard.n, comm);
+  std::vector<double> local(static_cast<std::size_t>(shard.rows() * k));
+  for (int64_t c = 0; c < k; ++c)
+    MPI_Scatterv(all.empty() ? nullptr : all.data() + c * shard.n, l.counts.data(), l.displs.data(), MPI_DOUBLE,
+                 local.data() + c * shard.rows(), static_cast<int>(shard.rows()), MPI_DOUBLE, 0, comm);
+  return local;
+}
+
+void allgather_columns(const double* local, const RowShard& shard, int64_t k, double* all, MPI_Comm comm) {
+  const ShardCounts l(shard.n, comm);
+  for (int64_t c = 0; c < k; ++c)
+    MPI_Allgatherv(local + c * shard.rows(), static_cast<int>(shard.rows()), MPI_DOUBLE, all + c * shard.n,
+                   l.counts.data(), l.displs.data(), MPI_DOUBLE, comm);
+}
+
+void reduce_scatter_columns(const double* full, const RowShard& shard, int64_t k, double* local, MPI_Comm comm) {
+  const ShardCounts l(shard.n, comm);
+  for (int64_t c = 0; c < k; ++c)
+    MPI_Reduce_scatter(full + c * shard.n, local + c * shard.rows(), l.counts.data(), MPI_DOUBLE, MPI_SUM, comm);
+}
+
+}  // namespace dhess

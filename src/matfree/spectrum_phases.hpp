@@ -1,0 +1,37 @@
+#pragma once
+// Internal to src/matfree: the results of the phases of dhess spectrum, and the files they become.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dhess/core/layout.hpp"
+#include "dhess/dist/row_shard.hpp"
+#include "dhess/io/output_dir.hpp"
+#include "dhess/matfree/density.hpp"
+#include "dhess/matfree/lanczos.hpp"
+#include "dhess/run/setup.hpp"
+
+namespace dhess {
+
+struct DiagonalResult {
+  std::vector<double> values, stderr_values;  // this rank's rows; stderr empty when exact
+};
+
+// What the phases found, to be written.
+struct SpectrumResults {
+  LanczosResult lanczos;
+  std::vector<QuadratureNode> nodes;
+  Density density;
+  DiagonalResult diagonal;
+};
+
+// Writes eigenvectors.h5, eigenvalues.npy, density.csv, slq_nodes.csv, diagonal.npy/h5,
+// layout.json and spectrum.png as staged files; returns their names. Collective.
+std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResults& results, const RowShard& shard,
+                                              const ParameterLayout& layout, OutputDir& out);
+
+// The diagonal's sum and largest |entry| per parameter tensor, for summary.json. Collective.
+nlohmann::json diagonal_per_parameter(const Rank& r, const DiagonalResult& diagonal, const RowShard& shard,
+                                      const ParameterLayout& layout);
+
+}  // namespace dhess

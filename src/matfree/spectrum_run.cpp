@@ -1,0 +1,359 @@
+#include "dhess/matfree/spectrum_run.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/core/interrupt.hpp"
+#include "dhess/core/memory.hpp"
+#include "dhess/io/checkpoint.hpp"
+#include "dhess/io/json_file.hpp"
+#include "dhess/matfree/data_parallel_operator.hpp"
+#include "dhess/matfree/spectrum_plan.hpp"
+#include "dhess/matfree/trace.hpp"
+#include "dhess/run/feasibility.hpp"
+#include "dhess/run/identity.hpp"
+#include "spectrum_phases.hpp"
+
+namespace dhess {
+namespace {
+
+using json = nlohmann::json;
+
+// "trace: -40.8 (exact: sum of the exact diagonal); estimates: Hutch++ ..." or "trace: about ... +- ...".
+std::string trace_line(const json& t) {
+  auto number = [](const json& v) { return std::to_string(v.get<double>()); };
+  std::string estimates;
+  if (t.contains("hutchpp"))
+    estimates = "Hutch++ " + number(t["hutchpp"]) + " +- " + number(t["hutchpp_stderr"]) + ", Hutchinson " +
+                number(t["hutchinson"]) + " +- " + number(t["hutchinson_stderr"]);
+  if (t["exact"].get<bool>())
+    return "  trace: " + number(t["value"]) + " (" + t["method"].get<std::string>() + ")" +
+           (estimates.empty() ? "" : "; estimates: " + estimates) + "\n";
+  return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" + t["method"].get<std::string>() +
+         "; " + estimates + ")\n";
+}
+
+bool exact_diagonal_wanted(const SpectrumOptions& so, int64_t n) {
+  return so.diagonal == DiagonalMode::exact || (so.diagonal == DiagonalMode::automatic && n <= 20000);
+}
+
+// One matrix-free run, phase by phase. Each finished phase is kept in the checkpoint (and taken
+// from it on --resume); a stop signal ends the run between phases (exit 75).
+class SpectrumRun {
+ public:
+  SpectrumRun(const RunOptions& o, const SpectrumOptions& so, const Rank& r, Loaded& l, HvpEngine& engine,
+              const SpectrumPlan& plan, OutputDir& out, const Checkpoint* checkpoint)
+      : o_(o),
+        so_(so),
+        r_(r),
+        l_(l),
+        engine_(engine),
+        shard_(RowShard::of(l.problem->layout().n(), r.rank, r.size)),
+        plan_(plan),
+        out_(out),
+        checkpoint_(checkpoint),
+        op_(engine, shard_, r.comm, plan.product_columns),
+        apply_([this](const double* x, int64_t k, double* y) { op_(x, k, y); }) {}
+
+  void run(double start) {
+    if (so_.top + so_.bottom > 0) results_.lanczos = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
+    if (so_.slq_probes > 0) results_.nodes = phase<std::vector<QuadratureNode>>("slq", [&] { return slq(); });
+    if (so_.trace_probes > 0) phase<TraceEstimate>("trace", [&] { return trace(); });
+    if (so_.diagonal != DiagonalMode::none)
+      results_.diagonal = phase<DiagonalResult>("diagonal", [&] { return diagonal(); });
+    summarize_phases();
+    const double t = MPI_Wtime();
+    std::vector<std::string> files = write_spectrum_files(r_, results_, shard_, l_.problem->layout(), out_);
+    timings_["io"] = MPI_Wtime() - t;
+    timings_["total"] = MPI_Wtime() - start;
+    write_summary(files);
+  }
+
+ private:
+  // Times a phase and stops the run after it when any rank received SIGUSR1/SIGTERM.
+  template <typename Result>
+  Result phase(const char* name, const std::function<Result()>& compute) {
+    const double t = MPI_Wtime();
+    Result result = compute();
+    timings_[name] = MPI_Wtime() - t;
+    if (!stop_requested(r_.comm)) return result;
+    Interrupted stop(std::string("stopped by a signal after the ") + name + " phase; " +
+                     (checkpoint_ ? "finished phases are in checkpoint '" + checkpoint_->dir() +
+                                        "': rerun the same command with --resume"
+                                  : std::string("no --checkpoint was given, so nothing was kept")));
+    stop.mark_agreed();  // every rank saw the same allreduced flag
+    throw stop;
+  }
+
+  // A record and k row-sharded vectors from the checkpoint, when it holds them.
+  bool restore(const std::string& name, json& record, std::vector<double>* vectors) {
+    if (!checkpoint_ || !checkpoint_->load_record(name, record)) return false;
+    if (!vectors) return true;
+    const int64_t k = record.value("columns", int64_t(0));
+    std::vector<double> all(r_.root() ? static_cast<std::size_t>(shard_.n * k) : 0);
+    if (!checkpoint_->load_array(name + "_vectors", shard_.n, k, all.data()))
+      run_collectively(r_.comm, [&] {
+        throw InputError("checkpoint '" + checkpoint_->dir() + "' lacks " + name + "_vectors.panel");
+      });
+    *vectors = scatter_columns_from_root(all, shard_, k, r_.comm);
+    return true;
+  }
+
+  void keep(const std::string& name, json record, const std::vector<double>* vectors, int64_t k) const {
+    if (!checkpoint_) return;
+    if (vectors) {
+      checkpoint_->save_array(name + "_vectors", shard_.n, k,
+                              gather_columns_to_root(*vectors, shard_, k, r_.comm).data());
+      record["columns"] = k;
+    }
+    checkpoint_->save_record(name, record);
+  }
+
+  LanczosResult lanczos() {
+    LanczosResult result;
+    json record;
+    if (restore("lanczos", record, &result.vectors)) {
+      result.steps = record["steps"];
+      result.norm_estimate = record["norm_estimate"];
+      for (const auto& p : record["pairs"]) result.pairs.push_back({p[0], p[1], p[2]});
+      return result;
+    }
+    const LanczosOptions lo{so_.top, so_.bottom, so_.max_steps, so_.tolerance, so_.seed};
+    result = lanczos_extremes(apply_, shard_, lo, r_.comm);
+    json pairs = json::array();
+    for (const auto& p : result.pairs) pairs.push_back({p.value, p.residual, p.converged});
+    keep("lanczos", {{"steps", result.steps}, {"norm_estimate", result.norm_estimate}, {"pairs", pairs}},
+         &result.vectors, static_cast<int64_t>(result.pairs.size()));
+    return result;
+  }
+
+  std::vector<QuadratureNode> slq() {
+    std::vector<QuadratureNode> nodes;
+    json record;
+    if (restore("slq", record, nullptr)) {
+      for (const auto& q : record["nodes"]) nodes.push_back({q[0].get<int>(), q[1].get<double>(), q[2].get<double>()});
+      return nodes;
+    }
+    nodes = slq_nodes(apply_, shard_, so_.slq_probes, so_.slq_steps, plan_.slq_reorthogonalize, so_.seed, r_.comm);
+    json list = json::array();
+    for (const auto& q : nodes) list.push_back({q.probe, q.node, q.weight});
+    keep("slq", {{"nodes", list}}, nullptr, 0);
+    return nodes;
+  }
+
+  TraceEstimate trace() {
+    TraceEstimate te;
+    json record;
+    if (restore("trace", record, nullptr)) {
+      te = {record[0], record[1], record[2], record[3], record[4]};
+    } else {
+      te = estimate_trace(apply_, shard_, so_.trace_probes, so_.seed, r_.comm);
+      keep("trace", {te.hutchinson, te.hutchinson_stderr, te.hutchpp, te.hutchpp_stderr, te.probes}, nullptr, 0);
+    }
+    summary_["trace"] = {{"value", te.hutchpp},
+                         {"exact", false},
+                         {"method", "Hutch++ estimate from " + std::to_string(te.probes) + " products"},
+                         {"stderr", te.hutchpp_stderr},
+                         {"hutchinson", te.hutchinson},
+                         {"hutchinson_stderr", te.hutchinson_stderr},
+                         {"hutchpp", te.hutchpp},
+                         {"hutchpp_stderr", te.hutchpp_stderr},
+                         {"products", te.probes}};
+    return te;
+  }
+
+  DiagonalResult diagonal() {
+    DiagonalResult d;
+    const bool exact = exact_diagonal_wanted(so_, shard_.n);
+    std::vector<double> both;
+    json record;
+    if (restore("diagonal", record, &both)) {
+      d.values.assign(both.begin(), both.begin() + shard_.rows());
+      if (!exact) d.stderr_values.assign(both.begin() + shard_.rows(), both.end());
+      return d;
+    }
+    if (exact)
+      d.values = exact_diagonal(op_, shard_, std::max<int64_t>(1, std::min<int64_t>(engine_.panel_width(), 64)));
+    else
+      estimate_diagonal(apply_, shard_, so_.diagonal_probes, so_.seed, d.values, d.stderr_values, r_.comm);
+    both = d.values;
+    both.insert(both.end(), d.stderr_values.begin(), d.stderr_values.end());
+    keep("diagonal", {{"exact", exact}}, &both, exact ? 1 : 2);
+    return d;
+  }
+
+  void summarize_phases() {
+    if (so_.top + so_.bottom > 0) summarize_lanczos();
+    if (so_.slq_probes > 0) summarize_density();
+    if (so_.diagonal != DiagonalMode::none) summarize_diagonal();
+  }
+
+  void summarize_lanczos() {
+    const LanczosResult& lanczos = results_.lanczos;
+    json pairs = json::array();
+    int64_t unconverged = 0;
+    for (const auto& p : lanczos.pairs) {
+      pairs.push_back({{"eigenvalue", p.value}, {"residual", p.residual}, {"converged", p.converged}});
+      unconverged += p.converged ? 0 : 1;
+    }
+    summary_["lanczos"] = {{"steps", lanczos.steps},
+                           {"pairs", pairs},
+                           {"criterion", "||H z - lambda z||_2 <= tol * max|lambda|, H z from a fresh product"},
+                           {"tolerance", so_.tolerance},
+                           {"norm_estimate", lanczos.norm_estimate},
+                           {"unconverged", unconverged}};
+    if (unconverged > 0)
+      warn(r_, std::to_string(unconverged) + " Ritz pair(s) did not reach the tolerance in " +
+                   std::to_string(lanczos.steps) + " steps (raise --max-steps); see summary.json");
+    std::vector<double> values;
+    for (const auto& p : lanczos.pairs) values.push_back(p.value);
+    if (!values.empty())
+      summary_["eigenvalues"] = {{"values", values}, {"largest", values.back()}, {"smallest", values.front()}};
+  }
+
+  void summarize_density() {
+    results_.density = smooth_density(results_.nodes, so_.slq_probes, 1000, so_.sigma);
+    double trace_slq = 0;
+    for (const auto& q : results_.nodes) trace_slq += q.weight * q.node;
+    summary_["density"] = {
+        {"probes", so_.slq_probes},
+        {"steps", so_.slq_steps},
+        {"reorthogonalized", plan_.slq_reorthogonalize},
+        {"sigma", results_.density.sigma},
+        {"normalization", "integrates to 1: density * n * d(lambda) counts eigenvalues"},
+        {"trace_from_slq", trace_slq * static_cast<double>(shard_.n) / static_cast<double>(so_.slq_probes)}};
+  }
+
+  // With the exact diagonal at hand its sum is the trace; the estimates stay, labelled as such.
+  void summarize_diagonal() {
+    const bool exact = exact_diagonal_wanted(so_, shard_.n);
+    summary_["diagonal"] = {
+        {"mode", exact ? "exact" : "hutchinson"},
+        {"probes", exact ? shard_.n : so_.diagonal_probes},
+        {"per_parameter", diagonal_per_parameter(r_, results_.diagonal, shard_, l_.problem->layout())}};
+    if (!exact) return;
+    double local = 0;
+    for (double d : results_.diagonal.values) local += d;
+    summary_["trace"]["value"] = allsum_of(local);
+    summary_["trace"]["exact"] = true;
+    summary_["trace"]["method"] = "exact: sum of the exact diagonal";
+    summary_["trace"]["stderr"] = 0.0;
+  }
+
+  double allsum_of(double v) const {
+    MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, r_.comm);
+    return v;
+  }
+
+  void write_summary(std::vector<std::string>& files) {
+    const auto peaks = gather_doubles(r_, static_cast<double>(peak_rss_bytes()));
+    const json torch_notes = report_torch_warnings(r_);
+    summary_["method"] = "matrix-free (Lanczos, SLQ, Hutchinson)";
+    summary_["dhess_version"] = DHESS_VERSION;
+    summary_["command_line"] = o_.command_line;
+    summary_["n"] = shard_.n;
+    summary_["ranks"] = r_.size;
+    summary_["out"] = o_.out;
+    summary_["devices"] = gather_strings(r_, l_.device);
+    summary_["threads_per_rank"] = l_.threads;
+    summary_["model"] = model_summary(o_, l_);
+    summary_["hvp_products"] = op_.products();
+    summary_["hvp"] = {{"mode", engine_.mode_description()}, {"unbatched_ops", torch_notes["unbatched_ops"]}};
+    summary_["torch_warnings"] = torch_notes["other"];
+    summary_["timings_seconds"] = timings_;
+    summary_["memory"] = {{"peak_rss_per_rank", peaks},
+                          {"peak_rss_max_human", human_bytes(*std::max_element(peaks.begin(), peaks.end()))},
+                          {"plan_bytes_per_rank", plan_.total},
+                          {"plan", plan_.to_json()}};
+    files.push_back("summary.json");
+    summary_["files"] = files;
+    run_collectively(r_.comm, [&] {
+      if (r_.root()) write_json(out_.staged("summary.json"), summary_);
+    });
+    out_.commit(files);
+    say(r_, o_, closing_text(files));
+  }
+
+  std::string closing_text(const std::vector<std::string>& files) const {
+    std::string text = "dhess spectrum: n = " + std::to_string(shard_.n) + ", " + std::to_string(op_.products()) +
+                       " Hessian-vector products, " + std::to_string(timings_["total"].get<double>()) + " s, peak " +
+                       summary_["memory"]["peak_rss_max_human"].get<std::string>() + " per rank\n";
+    if (!results_.lanczos.pairs.empty()) {
+      text += "  extreme eigenvalues (" + std::to_string(results_.lanczos.steps) + " Lanczos steps):";
+      for (const auto& p : results_.lanczos.pairs) text += " " + std::to_string(p.value);
+      text += "\n";
+    }
+    if (summary_.contains("trace")) text += trace_line(summary_["trace"]);
+    text += "  results in " + o_.out + ":";
+    for (const auto& f : files) text += " " + f;
+    return text + "\n";
+  }
+
+  const RunOptions& o_;
+  const SpectrumOptions& so_;
+  const Rank& r_;
+  Loaded& l_;
+  HvpEngine& engine_;
+  const RowShard shard_;
+  const SpectrumPlan& plan_;
+  OutputDir& out_;
+  const Checkpoint* checkpoint_;
+  DataParallelOperator op_;
+  ShardedOperator apply_;
+  SpectrumResults results_;
+  json summary_, timings_;
+};
+
+std::unique_ptr<Checkpoint> open_checkpoint(const RunOptions& o, const SpectrumOptions& so, const Rank& r,
+                                            const Loaded& l) {
+  if (o.checkpoint.empty()) return nullptr;
+  const json settings = {{"method", "matrix-free"},
+                         {"estimators",
+                          {so.top, so.bottom, so.max_steps, so.tolerance, so.slq_probes, so.slq_steps, so.trace_probes,
+                           static_cast<int>(so.diagonal), so.diagonal_probes, so.seed}}};
+  return std::make_unique<Checkpoint>(o.checkpoint, problem_identity(o, r, l, settings), o.resume, r.comm);
+}
+
+}  // namespace
+
+void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm) {
+  Rank r(comm);
+  const double start = MPI_Wtime();
+  if (o.problem.dtype != Dtype::float64)
+    run_collectively(
+        comm, [] { throw UsageError("dhess spectrum works in float64 (--dtype float32 is for the dense path)"); });
+  Loaded l = load(o, r);
+  Problem& problem = *l.problem;
+  run_collectively(comm, [&] { problem.require_separable(r.size); });
+  problem.keep_shard(r.rank, r.size);
+  const int64_t n = problem.layout().n();
+  if (so.top + so.bottom > n)
+    run_collectively(comm, [&] {
+      throw UsageError("--top " + std::to_string(so.top) + " plus --bottom " + std::to_string(so.bottom) +
+                       " exceed n = " + std::to_string(n));
+    });
+  std::unique_ptr<HvpEngine> engine;
+  run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode}); });
+  const RowShard shard = RowShard::of(n, r.rank, r.size);
+  const SpectrumPlan plan =
+      plan_spectrum(so, shard, engine->panel_width(), memory_per_rank(o, l.place.local_size), comm);
+  if (plan.total > plan.available)
+    run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(so, shard, plan)); });
+  if (!plan.slq_reorthogonalize && so.slq_probes > 0)
+    warn(r, "SLQ runs without reorthogonalization to fit memory (more ranks restore it)");
+  OutputDir out(o.out, o.force, comm);
+  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(o, so, r, l);
+  say(r, o,
+      "dhess spectrum: " + problem.description() + "\n  n = " + std::to_string(n) + " parameters, " +
+          std::to_string(r.size) + " rank(s) (data-parallel: " + std::to_string(problem.num_samples()) +
+          " samples sharded), " + std::to_string(l.threads) + " thread(s)/rank, device " + l.device +
+          ", vectors sharded by rows (" + std::to_string(shard.rows()) + " on this rank), plan " +
+          human_bytes(plan.total) + "/rank\n");
+  SpectrumRun(o, so, r, l, *engine, plan, out, checkpoint.get()).run(start);
+}
+
+}  // namespace dhess

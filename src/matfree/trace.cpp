@@ -1,0 +1,127 @@
+#include "dhess/matfree/trace.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "dhess/linalg/sharded.hpp"
+#include "probes.hpp"
+
+namespace dhess {
+namespace {
+
+// k Rademacher probes of one stream, this rank's rows.
+std::vector<double> rademacher_block(const RowShard& shard, int64_t k, uint64_t seed, uint64_t stream) {
+  const int64_t rows = shard.rows();
+  std::vector<double> v(static_cast<std::size_t>(rows * k));
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t i = 0; i < rows; ++i)
+      v[c * rows + i] = rademacher(seed, stream + c, static_cast<uint64_t>(shard.begin + i));
+  return v;
+}
+
+// vᵢᵀ(Hv)ᵢ for each of k columns, summed over ranks.
+std::vector<double> quadratic_forms(const std::vector<double>& v, const std::vector<double>& hv, int64_t rows,
+                                    int64_t k, MPI_Comm comm) {
+  std::vector<double> q(static_cast<std::size_t>(k), 0.0);
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t i = 0; i < rows; ++i) q[c] += v[c * rows + i] * hv[c * rows + i];
+  allsum(q, comm);
+  return q;
+}
+
+void mean_and_stderr(const std::vector<double>& q, double& mean, double& se) {
+  const double k = static_cast<double>(q.size());
+  mean = std::accumulate(q.begin(), q.end(), 0.0) / k;
+  double var = 0;
+  for (double v : q) var += (v - mean) * (v - mean);
+  se = q.size() > 1 ? std::sqrt(var / (k - 1) / k) : std::numeric_limits<double>::infinity();
+}
+
+std::vector<double> apply(const ShardedOperator& op, const std::vector<double>& v, int64_t k) {
+  std::vector<double> hv(v.size());
+  if (k > 0) op(v.data(), k, hv.data());
+  return hv;
+}
+
+// Orthonormal columns (rows × rank) spanning those of y: classical Gram-Schmidt, twice.
+std::vector<double> orthonormal_basis(std::vector<double>& y, int64_t rows, int64_t k, int64_t& rank, MPI_Comm comm) {
+  rank = 0;
+  std::vector<double> q;
+  for (int64_t c = 0; c < k; ++c) {
+    double* col = y.data() + c * rows;
+    for (int pass = 0; pass < 2; ++pass) subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
+    const double nc = norm(col, rows, comm);
+    if (nc <= 1e-12) continue;
+    for (int64_t i = 0; i < rows; ++i) col[i] /= nc;
+    q.insert(q.end(), col, col + rows);
+    ++rank;
+  }
+  return q;
+}
+
+// Hutch++ with `products` products: a third sketch the top subspace, whose trace is taken
+// exactly (another third), the rest estimate the remainder (Meyer, Musco, Musco, Woodruff 2021).
+void hutchpp(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed, TraceEstimate& t,
+             MPI_Comm comm) {
+  const int64_t rows = shard.rows();
+  const int64_t s = std::max<int64_t>(1, products / 3), g = std::max<int64_t>(2, products - 2 * s);
+  std::vector<double> y = apply(op, rademacher_block(shard, s, seed, 3000), s);
+  int64_t rank = 0;
+  const std::vector<double> q = orthonormal_basis(y, rows, s, rank, comm);
+  double exact = 0;
+  for (double f : quadratic_forms(q, apply(op, q, rank), rows, rank, comm)) exact += f;
+  std::vector<double> rest_probes = rademacher_block(shard, g, seed, 4000);
+  for (int64_t c = 0; c < g; ++c) {
+    double* col = rest_probes.data() + c * rows;
+    subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
+  }
+  double rest = 0;
+  mean_and_stderr(quadratic_forms(rest_probes, apply(op, rest_probes, g), rows, g, comm), rest, t.hutchpp_stderr);
+  t.hutchpp = exact + rest;
+}
+
+}  // namespace
+
+TraceEstimate estimate_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
+                             MPI_Comm comm) {
+  TraceEstimate t;
+  t.probes = products;
+  const std::vector<double> v = rademacher_block(shard, products, seed, 2000);
+  mean_and_stderr(quadratic_forms(v, apply(op, v, products), shard.rows(), products, comm), t.hutchinson,
+                  t.hutchinson_stderr);
+  hutchpp(op, shard, products, seed, t, comm);
+  return t;
+}
+
+void estimate_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t probes, uint64_t seed,
+                       std::vector<double>& diagonal, std::vector<double>& stderr_out, MPI_Comm) {
+  const int64_t rows = shard.rows();
+  const int64_t batch = std::min<int64_t>(probes, 16);
+  std::vector<double> sum(static_cast<std::size_t>(rows), 0.0), sum2(sum.size(), 0.0);
+  for (int64_t p0 = 0; p0 < probes; p0 += batch) {
+    const int64_t k = std::min(batch, probes - p0);
+    std::vector<double> v(static_cast<std::size_t>(rows * k)), hv(v.size());
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t i = 0; i < rows; ++i)
+        v[c * rows + i] = rademacher(seed, 5000 + p0 + c, static_cast<uint64_t>(shard.begin + i));
+    op(v.data(), k, hv.data());
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t i = 0; i < rows; ++i) {
+        double e = v[c * rows + i] * hv[c * rows + i];
+        sum[i] += e;
+        sum2[i] += e * e;
+      }
+  }
+  const double m = static_cast<double>(probes);
+  diagonal.resize(sum.size());
+  stderr_out.resize(sum.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    diagonal[i] = sum[i] / m;
+    double var = probes > 1 ? std::max(0.0, (sum2[i] - m * diagonal[i] * diagonal[i]) / (m - 1)) : 0.0;
+    stderr_out[i] = std::sqrt(var / m);
+  }
+}
+
+}  // namespace dhess

@@ -1,0 +1,129 @@
+#include "dhess/plan/plan_run.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "dhess/core/collective.hpp"
+#include "dhess/core/memory.hpp"
+#include "dhess/plan/solver_timing.hpp"
+#include "dhess/run/feasibility.hpp"
+
+namespace dhess {
+namespace {
+
+using json = nlohmann::json;
+
+// Hessian columns per second on one rank: half a second of panels at least (one small panel's
+// time varied by 50% between runs), after a first panel that builds the graph and checks the
+// batched path. The slowest rank's rate.
+double hvp_rate(const RunOptions& o, const Rank& r, DenseSetup& s) {
+  const int64_t k = std::min<int64_t>(s.n, std::max<int64_t>(s.engine->panel_width(), 8));
+  double rate = 0;
+  run_collectively(r.comm, [&] {
+    std::vector<double> panel(static_cast<std::size_t>(s.n * k));
+    std::vector<float> panel32(o.problem.dtype == Dtype::float32 ? panel.size() : 0);
+    auto columns = [&](int64_t j0) {
+      if (o.problem.dtype == Dtype::float64)
+        s.engine->columns(j0, j0 + k, panel.data());
+      else
+        s.engine->columns(j0, j0 + k, panel32.data());
+    };
+    columns(0);
+    const double t = MPI_Wtime();
+    int64_t done = 0;
+    do {
+      columns(std::min(k + done, s.n - k));
+      done += k;
+    } while (MPI_Wtime() - t < 0.5 && done < s.n);
+    rate = static_cast<double>(done) / std::max(MPI_Wtime() - t, 1e-9);
+  });
+  MPI_Allreduce(MPI_IN_PLACE, &rate, 1, MPI_DOUBLE, MPI_MIN, r.comm);
+  return rate;
+}
+
+struct HvpEstimate {
+  double rate = 0, seconds = 0;
+  std::string basis;
+};
+
+// Ranks on one node share its memory bus and last-level cache: timed alone, a rank is faster than
+// it will be beside the others (1 -> 2 ranks gave 1.68x, 84% per rank, on the 2-core machine of
+// bench/RESULTS.md). Timed under mpirun with the ranks of the run, the sharing is in the timing.
+HvpEstimate estimate_hvp(const RunOptions& o, const Rank& r, DenseSetup& s, int ranks, int per_node) {
+  HvpEstimate e;
+  e.rate = hvp_rate(o, r, s);
+  const bool alone = s.loaded.place.local_size < per_node;
+  e.seconds = static_cast<double>(s.n) / (e.rate * ranks * (alone ? 0.85 : 1.0));
+  e.basis = std::to_string(r.size) + " process(es) timed " +
+            (alone ? "alone; 85% per rank assumed for " + std::to_string(per_node) + " ranks sharing a node"
+                   : "side by side as in the run");
+  return e;
+}
+
+json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp, const SolverTiming& eig) {
+  json plan = {
+      {"n", s.n},
+      {"ranks", ranks},
+      {"grid", {s.rows, s.cols}},
+      {"block", s.block},
+      {"dtype", dtype_name(o.problem.dtype)},
+      {"eigen", s.request.text()},
+      {"solver", solver_name(s.solver)},
+      {"memory_bytes_per_rank", s.plan.to_json()},
+      {"hvp_count", s.n},
+      {"hvp_columns_per_second_per_rank", hvp.rate},
+      {"estimated_seconds", {{"hvp", hvp.seconds}, {"eigensolver", eig.seconds}, {"total", hvp.seconds + eig.seconds}}},
+      {"hvp_estimate_basis", hvp.basis},
+      {"eigensolver_estimate_basis", eig.basis},
+      {"eigensolver_estimate_is_upper_bound", eig.upper_bound},
+      {"fits", fits(s)}};
+  if (!s.solver_note.empty()) plan["solver_note"] = s.solver_note;
+  if (!fits(s)) plan["suggested_ranks"] = ranks_that_fit(o, s, ranks);
+  return plan;
+}
+
+std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp,
+                      const SolverTiming& eig) {
+  const MemoryPlan& m = s.plan;
+  const char* about = eig.upper_bound ? "at most about" : "about";
+  char text[2048];
+  std::snprintf(text, sizeof text,
+                "dhess plan: %s\n"
+                "  n = %lld parameters, %d rank(s) on a %dx%d grid, block %d, %s, --eigen %s\n"
+                "  memory per rank: H share %s + eigenvectors %s + solver workspace %s + panel %s + process %s"
+                " = %s; available %s per rank: %s\n"
+                "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %.1f s (%s)\n"
+                "  eigensolver (%s): %s %.1f s (%s); total %s %.1f s\n",
+                s.loaded.problem->description().c_str(), static_cast<long long>(s.n), ranks, s.rows, s.cols, s.block,
+                dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
+                human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
+                human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
+                fits(s) ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), hvp.rate, hvp.seconds,
+                hvp.basis.c_str(), solver_name(s.solver), about, eig.seconds, eig.basis.c_str(), about,
+                hvp.seconds + eig.seconds);
+  std::string out = text;
+  if (!s.solver_note.empty()) out += "  " + s.solver_note + "\n";
+  if (!fits(s)) out += "  " + memory_refusal(o, s, ranks) + "\n";
+  return out;
+}
+
+}  // namespace
+
+void run_plan(const RunOptions& o, int planned_ranks, bool as_json, MPI_Comm comm) {
+  Rank r(comm);
+  const int ranks = planned_ranks > 0 ? planned_ranks : r.size;
+  // The plan for `ranks` ranks; the node's memory is shared by the ranks placed on it.
+  const NodePlacement place = node_placement(comm, process_env());
+  const int per_node =
+      planned_ranks > 0 ? std::max(1, std::min(ranks, place.local_size * ranks / r.size)) : place.local_size;
+  DenseSetup s = prepare_dense(o, r, ranks, per_node);
+  const HvpEstimate hvp = estimate_hvp(o, r, s, ranks, per_node);
+  const SolverTiming eig =
+      s.request.kind == EigenRequest::Kind::none
+          ? SolverTiming{}
+          : time_solver(s.solver, s.request, s.n, s.block, o.problem.dtype, ranks, s.plan.available, comm);
+  say(r, o, as_json ? plan_json(o, s, ranks, hvp, eig).dump(2) + "\n" : plan_text(o, s, ranks, hvp, eig));
+}
+
+}  // namespace dhess

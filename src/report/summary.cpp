@@ -1,0 +1,84 @@
+#include "dhess/report/summary.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+namespace dhess {
+
+EigenStats eigen_stats(const std::vector<double>& ascending, double relative_tolerance) {
+  EigenStats s;
+  if (ascending.empty()) return s;
+  s.smallest = ascending.front();
+  s.largest = ascending.back();
+  double scale = std::max(std::abs(s.smallest), std::abs(s.largest));
+  s.tolerance = relative_tolerance * scale;
+  for (double v : ascending) {
+    if (std::abs(v) <= s.tolerance)
+      ++s.zero;
+    else if (v < 0)
+      ++s.negative;
+    else
+      ++s.positive;
+  }
+  return s;
+}
+
+nlohmann::json to_json(const EigenStats& s) {
+  return {{"negative", s.negative},        {"near_zero", s.zero},  {"positive", s.positive},
+          {"zero_tolerance", s.tolerance}, {"largest", s.largest}, {"smallest", s.smallest}};
+}
+
+namespace {
+std::string num(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+std::string seconds(const nlohmann::json& v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f s", v.get<double>());
+  return b;
+}
+}  // namespace
+
+std::string human_summary(const nlohmann::json& j) {
+  std::ostringstream s;
+  const auto& t = j["timings_seconds"];
+  s << "dhess: n = " << j["n"].get<int64_t>() << " parameters, " << j["ranks"].get<int>() << " rank(s), grid "
+    << j["grid"][0].get<int>() << "x" << j["grid"][1].get<int>() << ", block " << j["block"].get<int>() << ", "
+    << j["dtype"].get<std::string>() << "\n";
+  s << "  model: " << j["model"]["description"].get<std::string>() << ", loss " << j["model"]["loss"].get<std::string>()
+    << " = " << num(j["model"]["loss_value"].get<double>()) << "\n";
+  s << "  time: HVP " << seconds(t["hvp"]) << " (" << j["hvp"]["mode"].get<std::string>() << "), redistribution "
+    << seconds(t["redistribution"]) << ", eigensolver " << seconds(t["eigensolver"]);
+  if (j.contains("solver")) s << " (" << j["solver"].get<std::string>() << ")";
+  s << ", I/O " << seconds(t["io"]) << ", total " << seconds(t["total"]) << "\n";
+  s << "  asymmetry ||H-H^T||_F/||H||_F = " << num(j["asymmetry"].get<double>())
+    << ", trace = " << num(j["trace"].get<double>()) << "\n";
+  if (j.contains("eigenvalues")) {
+    const auto& e = j["eigenvalues"];
+    s << "  eigenvalues (" << e["count"].get<int64_t>() << "): largest " << num(e["largest"].get<double>())
+      << ", smallest " << num(e["smallest"].get<double>()) << "\n";
+    if (e.contains("top")) {
+      s << "  top:";
+      for (const auto& v : e["top"]) s << " " << num(v.get<double>());
+      s << "\n";
+    }
+    s << "  counts: " << e["negative"].get<int64_t>() << " negative, " << e["near_zero"].get<int64_t>()
+      << " near zero (|lambda| <= " << num(e["zero_tolerance"].get<double>()) << "), " << e["positive"].get<int64_t>()
+      << " positive\n";
+  }
+  if (j.contains("self_check") && j["self_check"].contains("max_residual")) {
+    s << "  self-check: max ||Hz - lambda z||/||H|| = " << num(j["self_check"]["max_residual"].get<double>())
+      << ", orthogonality " << num(j["self_check"]["orthogonality"].get<double>()) << "\n";
+  }
+  s << "  peak memory per rank: " << j["memory"]["peak_rss_max_human"].get<std::string>() << "\n";
+  s << "  results in " << j["out"].get<std::string>() << ":";
+  for (const auto& f : j["files"]) s << " " << f.get<std::string>();
+  s << "\n";
+  return s.str();
+}
+
+}  // namespace dhess

@@ -1,0 +1,165 @@
+#include "dhess/run/feasibility.hpp"
+
+#include <algorithm>
+
+#include "dhess/core/collective.hpp"
+#include "dhess/core/errors.hpp"
+#include "dhess/core/memory.hpp"
+#include "dhess/dist/process_grid.hpp"
+
+namespace dhess {
+namespace {
+
+int choose_block(int requested, int64_t n, int rows, int cols) {
+  if (requested > 0) {
+    if (requested > n)
+      throw UsageError("--block " + std::to_string(requested) + " is larger than n = " + std::to_string(n));
+    return requested;
+  }
+  // 64 keeps ScaLAPACK's level-3 kernels efficient; smaller only when each process row/column
+  // would otherwise get no block.
+  int b = 64;
+  while (b > 1 && static_cast<int64_t>(b) * std::max(rows, cols) > n) b /= 2;
+  return b;
+}
+
+// Memory readings differ between ranks: decide on the worst rank's numbers, the same everywhere.
+void agree_on_plan(MPI_Comm comm, MemoryPlan& m) {
+  double most[2] = {m.baseline, m.total}, least = m.available;
+  MPI_Allreduce(MPI_IN_PLACE, most, 2, MPI_DOUBLE, MPI_MAX, comm);
+  MPI_Allreduce(MPI_IN_PLACE, &least, 1, MPI_DOUBLE, MPI_MIN, comm);
+  m.baseline = most[0];
+  m.total = most[1];
+  m.available = least;
+}
+
+MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, double available) {
+  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, o.problem.dtype, s.engine->panel_width(),
+                     available);
+}
+
+// ELPA 2-stage is the fastest for eigenvalues but needs 2.5-3.75 H shares of workspace, against
+// pdsyevr's few vectors: where ELPA does not fit and ScaLAPACK does, --solver auto takes ScaLAPACK.
+void prefer_solver_that_fits(const RunOptions& o, const Rank& r, DenseSetup& s) {
+  if (o.solver != Solver::automatic || fits(s) || s.solver != Solver::elpa) return;
+  const Solver fallback = choose_solver_without_elpa(s.request, s.rows, s.cols, s.n);
+  MemoryPlan m = plan_for(o, s, fallback, s.plan.available);
+  agree_on_plan(r.comm, m);
+  if (m.total > m.available) return;
+  s.solver_note = std::string("--solver auto: ELPA would need ") + human_bytes(s.plan.total) + " per rank, " +
+                  human_bytes(s.plan.available) + " is available; using " + solver_name(fallback) + " (" +
+                  human_bytes(m.total) + " per rank)";
+  s.solver = fallback;
+  s.plan = m;
+}
+
+// The HVP panel width: --panel, else measured on the model to take a tenth of the rank's memory,
+// the smallest over ranks so that panels are equal.
+std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Problem& problem, double available) {
+  HvpOptions options;
+  options.panel = o.panel;
+  options.mode = o.hvp_mode;
+  std::unique_ptr<HvpEngine> engine;
+  run_collectively(r.comm, [&] {
+    engine = std::make_unique<HvpEngine>(problem, options);
+    if (o.panel == 0) engine->fit_panel_to(static_cast<std::size_t>(0.1 * available));
+  });
+  if (o.panel > 0) return engine;
+  int64_t smallest = engine->panel_width();
+  MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm);
+  if (smallest == engine->panel_width()) return engine;
+  options.panel = smallest;
+  run_collectively(r.comm, [&] { engine = std::make_unique<HvpEngine>(problem, options); });
+  return engine;
+}
+
+}  // namespace
+
+nlohmann::json MemoryPlan::to_json() const {
+  return {{"hessian_share", h},  {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
+          {"process", baseline}, {"total", total},          {"available", available}};
+}
+
+MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
+                       Dtype dtype, int64_t panel, double available) {
+  const double elem = static_cast<double>(dtype_bytes(dtype));
+  MemoryPlan m;
+  auto local = [&](int procs) {
+    const int64_t blocks = (n + block - 1) / block;
+    return static_cast<double>((blocks + procs - 1) / procs) * block;
+  };
+  m.h = local(rows) * local(cols) * elem;
+  // LAPACK's dsyevd leaves the eigenvectors in H's place; its dsyevr writes only the K asked for.
+  const bool lapack = solver == Solver::lapack;
+  m.z = !request.wants_vectors()                  ? 0
+        : !lapack                                 ? m.h
+        : request.kind == EigenRequest::Kind::all ? 0
+                                                  : static_cast<double>(n) * request.count(n) * elem;
+  m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, dtype_bytes(dtype)));
+  // The panel, its products and the backward temporaries (see HvpEngine).
+  m.panel = 4.0 * static_cast<double>(n) * static_cast<double>(panel) * elem;
+  // The process itself (torch, the model, the data) as resident now.
+  m.baseline = static_cast<double>(current_rss_bytes());
+  m.total = m.h + m.z + m.workspace + m.panel + m.baseline;
+  m.available = available;
+  return m;
+}
+
+double memory_per_rank(const RunOptions& o, int ranks_on_node) {
+  if (o.mem_per_rank > 0) return o.mem_per_rank;
+  return static_cast<double>(available_memory_bytes()) / std::max(1, ranks_on_node);
+}
+
+DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int ranks_on_node) {
+  DenseSetup s;
+  std::tie(s.rows, s.cols) = o.grid ? *o.grid : square_grid(ranks);
+  s.request = o.eigen;
+  s.loaded = load(o, r);
+  s.n = s.loaded.problem->layout().n();
+  run_collectively(r.comm, [&] {
+    s.loaded.problem->require_separable(1);
+    check_eigen_request(s.request, s.n);
+    s.block = choose_block(o.block, s.n, s.rows, s.cols);
+    s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
+  });
+  const double available = memory_per_rank(o, ranks_on_node);
+  s.engine = fitted_engine(o, r, *s.loaded.problem, available);
+  s.plan = plan_for(o, s, s.solver, available);
+  agree_on_plan(r.comm, s.plan);
+  prefer_solver_that_fits(o, r, s);
+  return s;
+}
+
+bool fits(const DenseSetup& s) { return s.plan.total <= s.plan.available; }
+
+int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
+  int64_t p = ranks;
+  while (p < (int64_t(1) << 20)) {
+    p *= 2;
+    const auto [rows, cols] = square_grid(static_cast<int>(p));
+    // The solver --solver auto would take on that grid (LAPACK runs on one process only).
+    Solver solver =
+        choose_solver(o.solver == Solver::lapack ? Solver::automatic : o.solver, s.request, s.block, rows, cols, s.n);
+    if (solver == Solver::elpa && o.problem.dtype == Dtype::float32)
+      solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
+    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype,
+                                     s.engine->panel_width(), s.plan.available);
+    if (m.total - m.baseline + s.plan.baseline <= s.plan.available) break;
+  }
+  return p;
+}
+
+std::string memory_refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
+  const MemoryPlan& m = s.plan;
+  if (m.baseline + m.panel >= m.available)
+    return "n = " + std::to_string(s.n) + ": the process itself needs " + human_bytes(m.baseline + m.panel) +
+           " per rank (torch, model, data, one panel) but " + human_bytes(m.available) +
+           " is available per rank: more ranks will not help; give each rank more memory";
+  return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
+         ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
+         human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
+         " is available per rank; use about " + std::to_string(ranks_that_fit(o, s, ranks)) +
+         " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
+}
+
+}  // namespace dhess

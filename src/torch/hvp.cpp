@@ -1,0 +1,255 @@
+// Hessian-vector products against a retained first-order graph. The batched
+// path runs k products in one backward pass through LibTorch's functorch vmap
+// machinery (internal API, pinned to LibTorch 1.13; kept to this file).
+#include "dhess/torch/hvp.hpp"
+
+#include <ATen/functorch/BatchedTensorImpl.h>
+#include <ATen/functorch/DynamicLayer.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+
+#include "dhess/core/errors.hpp"
+#include "dhess/core/memory.hpp"
+#include "problem_impl.hpp"
+
+namespace dhess {
+namespace {
+
+// One vmap level; popped on every exit path, since the level stack is process-global.
+class VmapLevel {
+ public:
+  explicit VmapLevel(int64_t batch)
+      : level_(at::functorch::initAndPushDynamicLayer(at::functorch::TransformType::Vmap, batch,
+                                                      at::functorch::RandomnessType::Error)) {}
+  ~VmapLevel() { at::functorch::popDynamicLayerAndDeleteMetadata(); }
+  VmapLevel(const VmapLevel&) = delete;
+  VmapLevel& operator=(const VmapLevel&) = delete;
+  int64_t level() const { return level_; }
+
+ private:
+  int64_t level_;
+};
+
+std::vector<int64_t> with_batch(int64_t k, at::IntArrayRef shape) {
+  std::vector<int64_t> s{k};
+  s.insert(s.end(), shape.begin(), shape.end());
+  return s;
+}
+
+}  // namespace
+
+struct HvpEngine::Impl {
+  Problem::Impl& p;
+  int64_t n = 0;
+  int64_t panel = 1;
+  bool batched = true;
+  std::string reason;                 // why the one-column path is used
+  std::vector<torch::Tensor> cached;  // first-order graph when there is one micro-batch
+  bool verified = false;
+
+  explicit Impl(Problem::Impl& problem) : p(problem), n(problem.layout.n()) {}
+
+  torch::TensorOptions tensor_options() const { return torch::TensorOptions().dtype(p.scalar_type).device(p.device); }
+
+  const std::vector<torch::Tensor>& graph(const MicroBatch& batch, std::vector<torch::Tensor>& scratch) {
+    if (p.batches.size() == 1) {
+      if (cached.empty()) cached = p.gradient_graph(batch);
+      return cached;
+    }
+    scratch = p.gradient_graph(batch);
+    return scratch;
+  }
+
+  // v: per-parameter [k, *shape] tensors. Returns per-parameter [k, *shape] H·v for one micro-batch.
+  std::vector<torch::Tensor> hvp_one_batch(const std::vector<torch::Tensor>& g, const std::vector<torch::Tensor>& v,
+                                           int64_t k, bool use_vmap) {
+    std::vector<torch::Tensor> result(p.params.size());
+    std::vector<torch::Tensor> outputs;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < g.size(); ++i)
+      if (g[i].defined() && g[i].requires_grad()) index.push_back(i), outputs.push_back(g[i]);
+    if (!outputs.empty()) {
+      if (use_vmap) {
+        VmapLevel layer(k);
+        std::vector<torch::Tensor> grad_outputs;
+        for (auto i : index) grad_outputs.push_back(at::functorch::addBatchDim(v[i], 0, layer.level()));
+        auto r = torch::autograd::grad(outputs, p.params, grad_outputs, /*retain_graph=*/true,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+        for (std::size_t i = 0; i < r.size(); ++i) {
+          if (!r[i].defined()) continue;
+          auto* b = at::functorch::maybeGetBatchedImpl(r[i]);
+          if (b && b->level() == layer.level())
+            result[i] = b->value().movedim(b->bdim(), 0);
+          else  // the same for every vector of the panel
+            result[i] = r[i].unsqueeze(0).expand(with_batch(k, p.params[i].sizes()));
+        }
+      } else {
+        std::vector<std::vector<torch::Tensor>> columns(p.params.size());
+        for (int64_t c = 0; c < k; ++c) {
+          std::vector<torch::Tensor> grad_outputs;
+          for (auto i : index) grad_outputs.push_back(v[i][c]);
+          auto r = torch::autograd::grad(outputs, p.params, grad_outputs, true, false, true);
+          for (std::size_t i = 0; i < r.size(); ++i)
+            columns[i].push_back(r[i].defined() ? r[i] : torch::zeros_like(p.params[i]));
+        }
+        for (std::size_t i = 0; i < p.params.size(); ++i) result[i] = torch::stack(columns[i]);
+      }
+    }
+    for (std::size_t i = 0; i < result.size(); ++i)
+      if (!result[i].defined()) result[i] = torch::zeros(with_batch(k, p.params[i].sizes()), tensor_options());
+    return result;
+  }
+
+  std::vector<torch::Tensor> hvp(const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
+    std::vector<torch::Tensor> total;
+    std::vector<torch::Tensor> scratch;
+    for (const auto& batch : p.batches) {
+      auto part = hvp_one_batch(graph(batch, scratch), v, k, use_vmap);
+      if (total.empty()) {
+        total = std::move(part);
+      } else {
+        for (std::size_t i = 0; i < total.size(); ++i) total[i] = total[i] + part[i];
+      }
+    }
+    if (total.empty())  // a shard without data contributes nothing
+      for (const auto& t : p.params) total.push_back(torch::zeros(with_batch(k, t.sizes()), tensor_options()));
+    return total;
+  }
+
+  // Unit vectors e_j0 ... e_j1-1 split by parameter; parts away from the panel are stride-0 zeros.
+  std::vector<torch::Tensor> unit_panel(int64_t j0, int64_t k) const {
+    std::vector<torch::Tensor> parts;
+    for (std::size_t i = 0; i < p.params.size(); ++i) {
+      const auto& info = p.layout.parameters()[i];
+      auto shape = with_batch(k, p.params[i].sizes());
+      int64_t lo = std::max(j0, info.offset), hi = std::min(j0 + k, info.offset + info.size);
+      if (lo >= hi) {
+        parts.push_back(torch::zeros({}, tensor_options()).expand(shape));
+        continue;
+      }
+      auto part = torch::zeros({k, info.size}, tensor_options());
+      part.narrow(0, lo - j0, hi - lo)
+          .narrow(1, lo - info.offset, hi - lo)
+          .copy_(torch::eye(hi - lo, tensor_options()));
+      parts.push_back(part.view(shape));
+    }
+    return parts;
+  }
+
+  void scatter(const std::vector<torch::Tensor>& parts, int64_t k, torch::Tensor out) const {
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const auto& info = p.layout.parameters()[i];
+      out.narrow(1, info.offset, info.size).copy_(parts[i].reshape({k, info.size}));
+    }
+  }
+
+  double tolerance() const { return p.scalar_type == torch::kFloat64 ? 1e-8 : 1e-3; }
+
+  // The first batched panel is checked against one column computed without vmap:
+  // a missing or wrong batching rule must cost speed, never correctness.
+  std::vector<torch::Tensor> batched_or_fallback(const std::vector<torch::Tensor>& v, int64_t k) {
+    try {
+      auto r = hvp(v, k, true);
+      if (verified) return r;
+      std::vector<torch::Tensor> probe;
+      for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
+      auto ref = hvp(probe, 1, false);
+      double err = 0, scale = 0;
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
+        scale = std::max(scale, ref[i][0].abs().max().item<double>());
+      }
+      if (err <= tolerance() * std::max(scale, 1e-30) || (scale == 0 && err == 0)) {
+        verified = true;
+        return r;
+      }
+      reason =
+          "the batched product disagreed with the one-column product (relative " + std::to_string(err / scale) + ")";
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      reason = "an operation of the model has no vmap batching rule: " + first_line(e.what());
+    }
+    batched = false;
+    return hvp(v, k, false);
+  }
+
+  void compute(int64_t j0, int64_t j1, torch::Tensor out) {
+    if (j0 < 0 || j1 > n || j0 > j1)
+      throw InternalError("column range [" + std::to_string(j0) + ", " + std::to_string(j1) + ") outside [0, " +
+                          std::to_string(n) + ")");
+    for (int64_t s = j0; s < j1; s += panel) {
+      int64_t k = std::min(panel, j1 - s);
+      auto v = unit_panel(s, k);
+      std::vector<torch::Tensor> r;
+      if (batched && k > 1)
+        r = batched_or_fallback(v, k);
+      else
+        r = hvp(v, k, false);
+      scatter(r, k, out.narrow(0, s - j0, k));
+    }
+  }
+};
+
+HvpEngine::HvpEngine(Problem& problem, const HvpOptions& options) : impl_(std::make_unique<Impl>(problem.impl())) {
+  Impl& e = *impl_;
+  e.panel = std::max<int64_t>(1, std::min(options.panel > 0 ? options.panel : 64, e.n));
+  e.batched = options.mode != BatchMode::one_column;
+  if (!e.batched) e.reason = "--hvp-mode one_column";
+}
+
+void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
+  Impl& e = *impl_;
+  const int64_t probe = std::min<int64_t>(4, e.n);
+  const int64_t saved = e.panel;
+  e.panel = probe;
+  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
+  std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * element);
+  torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
+  e.compute(0, probe, out);  // builds (and caches) the first-order graph: not a per-column cost
+  reset_peak_rss();
+  const std::size_t before = current_rss_bytes();
+  e.compute(0, probe, out);
+  // The RSS growth undercounts when the allocator reuses what the first pass freed, which made the
+  // width swing from 4 to 64 between runs of one model; the plan charges every column the panel,
+  // its products and the backward temporaries (4 n-vectors, MemoryPlan::panel), so no less here.
+  const double measured = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
+  const double per_column = std::max(measured, 4.0 * static_cast<double>(e.n) * static_cast<double>(element));
+  const int64_t fits = static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column);
+  e.panel = std::max<int64_t>(1, std::min<int64_t>({saved, fits, e.n}));
+}
+
+HvpEngine::~HvpEngine() = default;
+int64_t HvpEngine::n() const { return impl_->n; }
+int64_t HvpEngine::panel_width() const { return impl_->panel; }
+
+std::string HvpEngine::mode_description() const {
+  const Impl& e = *impl_;
+  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass)";
+  return "one column per pass (" + e.reason + ")";
+}
+
+void HvpEngine::columns(int64_t j0, int64_t j1, double* panel) {
+  if (impl_->p.scalar_type != torch::kFloat64) throw InternalError("float64 panel requested from a float32 problem");
+  impl_->compute(j0, j1, torch::from_blob(panel, {j1 - j0, impl_->n}, torch::kFloat64));
+}
+
+void HvpEngine::columns(int64_t j0, int64_t j1, float* panel) {
+  if (impl_->p.scalar_type != torch::kFloat32) throw InternalError("float32 panel requested from a float64 problem");
+  impl_->compute(j0, j1, torch::from_blob(panel, {j1 - j0, impl_->n}, torch::kFloat32));
+}
+
+void HvpEngine::apply(const double* v, int64_t k, double* out) {
+  Impl& e = *impl_;
+  auto in = torch::from_blob(const_cast<double*>(v), {k, e.n}, torch::kFloat64).to(e.tensor_options());
+  std::vector<torch::Tensor> parts;
+  for (std::size_t i = 0; i < e.p.params.size(); ++i) {
+    const auto& info = e.p.layout.parameters()[i];
+    parts.push_back(in.narrow(1, info.offset, info.size).reshape(with_batch(k, e.p.params[i].sizes())));
+  }
+  auto r = (e.batched && k > 1) ? e.batched_or_fallback(parts, k) : e.hvp(parts, k, false);
+  e.scatter(r, k, torch::from_blob(out, {k, e.n}, torch::kFloat64));
+}
+
+}  // namespace dhess

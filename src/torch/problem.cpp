@@ -1,0 +1,199 @@
+// Problem: the model, the data and the loss put together (model.cpp, data.cpp, loss.cpp), and
+// the one gradient pass that checks them before any Hessian-vector product.
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "dhess/core/errors.hpp"
+#include "problem_impl.hpp"
+
+namespace dhess {
+namespace fs = std::filesystem;
+
+std::string shape_of(const torch::Tensor& t) { return shape_string(t.sizes().vec()); }
+
+std::string torch_message(const std::exception& e) {
+  const auto* ce = dynamic_cast<const c10::Error*>(&e);
+  std::string text = ce ? ce->what_without_backtrace() : e.what();
+  std::istringstream lines(text);
+  std::string line, best;
+  static const std::regex error_line(R"(^\s*[A-Za-z_.]*(Error|Exception): .+)");
+  while (std::getline(lines, line))
+    if (std::regex_match(line, error_line)) best = line;
+  if (best.empty()) return first_line(text);
+  auto start = best.find_first_not_of(' ');
+  return best.substr(start);
+}
+
+void require_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw InputError(what + " file '" + path + "' does not exist");
+  if (fs::is_directory(path, ec)) throw InputError(what + " file '" + path + "' is a directory");
+  if (fs::file_size(path, ec) == 0) throw InputError(what + " file '" + path + "' is empty");
+  std::ifstream probe(path, std::ios::binary);
+  if (!probe) throw InputError(what + " file '" + path + "' cannot be read (permissions?)");
+}
+
+namespace {
+
+// The module, its description and the loss; the samples of a built-in or of --data.
+Samples load_model_and_samples(Problem::Impl& p) {
+  const ProblemSpec& spec = p.spec;
+  if (is_builtin(spec.model)) {
+    if (!spec.data.empty()) throw UsageError("--data cannot be combined with the built-in model " + spec.model);
+    BuiltinProblem b = make_builtin(spec.model);
+    p.module = b.module;
+    p.description = b.description;
+    p.loss = spec.loss.value_or(b.loss);
+    return {{b.inputs}, b.targets};
+  }
+  if (spec.model.empty()) throw UsageError("--model is required (a TorchScript file or builtin:NAME)");
+  if (!spec.loss)
+    throw UsageError("--loss is required with --model " + spec.model +
+                     " (cross_entropy, mse, nll, bce_with_logits, or none if forward returns the loss)");
+  p.loss = *spec.loss;
+  p.module = load_model(spec.model);
+  p.description = "TorchScript model '" + spec.model + "'";
+  if (!spec.data.empty()) return load_samples(spec.data, p.loss);
+  if (p.loss != Loss::none)
+    throw UsageError(std::string("--data is required with --loss ") + loss_name(p.loss) +
+                     " (only --loss none runs without data)");
+  return {};
+}
+
+// The gradient of every micro-batch's loss, summed, and H·1 along the same graphs: a NaN or Inf
+// anywhere in a row of H shows up in H·1 before the eigensolver would choke on it.
+struct FirstPass {
+  double loss = 0;
+  std::vector<torch::Tensor> gradient, curvature;  // per parameter; undefined where unused
+};
+
+void accumulate(std::vector<torch::Tensor>& sum, std::size_t i, const torch::Tensor& part) {
+  sum[i] = sum[i].defined() ? sum[i] + part : part;
+}
+
+FirstPass first_pass(const Problem::Impl& p) {
+  FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
+  for (const auto& batch : p.batches) {
+    torch::Tensor value = p.loss_of(batch);
+    const double v = value.item<double>();
+    if (!std::isfinite(v))
+      throw InputError("the loss is " + std::to_string(v) + " at the model's parameters" +
+                       (p.spec.data.empty() ? "" : " on data file '" + p.spec.data + "'") + "; " +
+                       nonfinite_state(p.module));
+    pass.loss += v;
+    if (!value.requires_grad())
+      throw InputError("the loss does not depend on any selected parameter (check --params and the model)");
+    auto grads = torch::autograd::grad({value}, p.params, {}, /*retain_graph=*/true, /*create_graph=*/true,
+                                       /*allow_unused=*/true);
+    std::vector<torch::Tensor> outputs, ones;
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      accumulate(pass.gradient, i, grads[i].detach());
+      if (grads[i].requires_grad()) outputs.push_back(grads[i]), ones.push_back(torch::ones_like(grads[i]));
+    }
+    if (outputs.empty()) continue;
+    std::vector<torch::Tensor> hv;
+    try {
+      hv = torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
+                                 /*allow_unused=*/true);
+    } catch (const c10::Error& e) {
+      throw InputError("the model has no second derivative (torch cannot differentiate its gradient): " +
+                       torch_message(e));
+    }
+    for (std::size_t i = 0; i < hv.size(); ++i)
+      if (hv[i].defined()) accumulate(pass.curvature, i, hv[i]);
+  }
+  return pass;
+}
+
+// ‖∇L‖² of parameter i, refused when not finite.
+double gradient_square(const ParameterInfo& info, const torch::Tensor& g, double loss) {
+  const double s = g.to(torch::kFloat64).pow(2).sum().item<double>();
+  if (std::isfinite(s)) return s;
+  const auto bad = (~torch::isfinite(g)).sum().item<int64_t>();
+  throw InputError("the gradient of parameter '" + info.name + "' " + shape_string(info.shape) + " has " +
+                   (bad > 0 ? std::to_string(bad) + " NaN or Inf entries" : std::string("an overflowing norm")) +
+                   " although the loss " + std::to_string(loss) +
+                   " is finite: the model is not differentiable at these parameters (sqrt or log of 0?)");
+}
+
+void require_finite_curvature(const ParameterInfo& info, const torch::Tensor& hv, double loss) {
+  if (!hv.defined()) return;
+  const auto bad = (~torch::isfinite(hv)).sum().item<int64_t>();
+  if (bad == 0) return;
+  throw InputError("the Hessian has NaN or Inf entries in " + std::to_string(bad) + " row(s) of parameter '" +
+                   info.name + "' " + shape_string(info.shape) + " although the loss " + std::to_string(loss) +
+                   " and its gradient are finite: the loss is not twice differentiable at these parameters "
+                   "(|w|^1.5 or sqrt at 0?)");
+}
+
+}  // namespace
+
+Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
+  Impl& p = *impl_;
+  p.spec = spec;
+  p.scalar_type = spec.dtype == Dtype::float64 ? torch::kFloat64 : torch::kFloat32;
+  p.device = torch::Device(spec.device);
+  Samples samples = load_model_and_samples(p);
+  const ForwardArity arity = forward_arity(p.module, spec.model);
+  p.forward_arity = arity.total;
+  select_parameters(p);
+  spec.train_mode ? p.module.train() : p.module.eval();
+  place_samples(p, std::move(samples), arity);
+}
+
+Problem::~Problem() = default;
+Problem::Problem(Problem&&) noexcept = default;
+Problem& Problem::operator=(Problem&&) noexcept = default;
+
+const ProblemSpec& Problem::spec() const { return impl_->spec; }
+const ParameterLayout& Problem::layout() const { return impl_->layout; }
+int64_t Problem::num_samples() const { return impl_->num_samples; }
+int64_t Problem::num_micro_batches() const { return static_cast<int64_t>(impl_->batches.size()); }
+std::string Problem::loss_name() const { return dhess::loss_name(impl_->loss); }
+std::string Problem::description() const { return impl_->description; }
+
+ProblemCheck Problem::check() {
+  const Impl& p = *impl_;
+  const FirstPass pass = first_pass(p);
+  ProblemCheck result;
+  result.loss = pass.loss;
+  double sq = 0;
+  for (std::size_t i = 0; i < p.params.size(); ++i) {
+    const auto& info = p.layout.parameters()[i];
+    if (!pass.gradient[i].defined()) {
+      result.unused_parameters.push_back(info.name);
+      continue;
+    }
+    sq += gradient_square(info, pass.gradient[i], pass.loss);
+  }
+  for (std::size_t i = 0; i < p.params.size(); ++i)
+    require_finite_curvature(p.layout.parameters()[i], pass.curvature[i], pass.loss);
+  result.gradient_norm = std::sqrt(sq);
+  return result;
+}
+
+void Problem::export_to(const std::string& model_path, const std::string& data_path) const {
+  const Impl& p = *impl_;
+  auto module = p.module.clone();
+  module.to(torch::kCPU);
+  module.save(model_path);
+  std::vector<torch::Tensor> inputs;
+  for (const auto& t : p.all_inputs) inputs.push_back(t.cpu());
+  const torch::Tensor targets = p.all_targets.defined() ? p.all_targets.cpu() : torch::Tensor();
+  c10::IValue in =
+      inputs.size() == 1
+          ? c10::IValue(inputs[0])
+          : c10::IValue(c10::ivalue::Tuple::create(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+  auto bytes = torch::jit::pickle_save(c10::ivalue::Tuple::create({in, c10::IValue(targets)}));
+  std::ofstream out(data_path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw ResourceError("cannot write data file '" + data_path + "'");
+}
+
+}  // namespace dhess
