@@ -85,6 +85,15 @@ def rss_now_bytes():
     return None
 
 
+def malloc_trim():
+    """Hand freed heap memory back to the kernel (glibc), so that RSS baselines are not inflated."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_hwm():
     """Reset VmHWM to the current RSS (Linux >= 4.0), so that a phase's own peak can be read."""
     try:
@@ -390,16 +399,19 @@ def time_width(pb, k, repeats, slow_seconds=30.0):
     """Seconds per product at batch width k (min over repeats; one repeat if the first is slow)."""
     torch.manual_seed(k)
     vs = [torch.randn((k,) + tuple(p.shape)).to(pb.dtype) for p in pb.params]
-    best, peak, err = None, None, None
+    best, peak, err, foreign = None, None, None, []
     for r in range(repeats):
+        malloc_trim()
         reset_hwm()
         base = rss_now_bytes()
+        m = Meter()
         t0 = time.perf_counter()
         if k == 1:
             out = [h.unsqueeze(0) for h in pb.hvp([v[0] for v in vs])]
         else:
             out = pb.hvp_batched(vs)
         dt = time.perf_counter() - t0
+        foreign.append(m.stop()["foreign_cores"])
         hwm = rss_hwm_bytes()
         if hwm is not None and base is not None:
             peak = max(peak or 0, hwm - base)
@@ -414,7 +426,7 @@ def time_width(pb, k, repeats, slow_seconds=30.0):
         if dt > slow_seconds:
             break
     return {"width": k, "seconds_per_call": best, "seconds_per_product": best / k,
-            "peak_extra_rss_bytes": peak, "rel_err_vs_single": err}
+            "peak_extra_rss_bytes": peak, "rel_err_vs_single": err, "foreign_cores": foreign}
 
 
 def run_profile(a, rec):
@@ -430,13 +442,13 @@ def run_profile(a, rec):
         m = Meter()
         pb.build_graph()
         g = m.stop()
-        full = time_width(pb, 1, a.profile_repeats)
+        full = time_width(pb, 1, a.profile_repeats + 1)
         full.update({"dtype": dname, "images": int(pb.x.shape[0]), "graph_seconds": g["seconds"],
                      "graph_peak_rss_bytes": g["peak_rss_bytes"]})
         full["profile"] = profile_ops(lambda: pb.hvp(pb.randn()), a.profile_top)
         prof["runs"].append(full)
-        print("profile: {} {} images width 1: {:.3f} s per product".format(dname, full["images"],
-                                                                            full["seconds_per_product"]), flush=True)
+        print("profile: {} {} images width 1: {:.3f} s per product, foreign cores {}".format(
+            dname, full["images"], full["seconds_per_product"], full["foreign_cores"]), flush=True)
         del pb
         # The width sweep on a subset (width 64 on all 200 images would need ~64x the activations).
         pb = Problem(a.model, a.data, dtype, images=a.profile_images)
@@ -448,9 +460,9 @@ def run_profile(a, rec):
                 vs = [torch.randn((k,) + tuple(p.shape)).to(dtype) for p in pb.params]
                 r["profile"] = profile_ops(lambda: pb.hvp_batched(vs), a.profile_top)
             prof["runs"].append(r)
-            print("profile: {} {} images width {}: {:.3f} s per product, +{:.2f} GB, rel err {}".format(
-                dname, r["images"], k, r["seconds_per_product"], (r["peak_extra_rss_bytes"] or 0) / 1e9,
-                r["rel_err_vs_single"]), flush=True)
+            print("profile: {} {} images width {}: {:.3f} s per product, +{:.2f} GB, rel err {}, foreign cores {}"
+                  .format(dname, r["images"], k, r["seconds_per_product"], (r["peak_extra_rss_bytes"] or 0) / 1e9,
+                          r["rel_err_vs_single"], r["foreign_cores"]), flush=True)
         del pb
 
 

@@ -1,13 +1,18 @@
 // Logic without torch or a Hessian: index maps, grids, parsing, placement.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 
 #include "dhess/app/parse.hpp"
 #include "dhess/core/errors.hpp"
 #include "dhess/core/layout.hpp"
+#include "dhess/core/memory.hpp"
 #include "dhess/core/placement.hpp"
 #include "dhess/dist/block_cyclic.hpp"
 #include "dhess/dist/process_grid.hpp"
@@ -156,6 +161,94 @@ TEST(Summary, EigenCountsUseTheStatedTolerance) {
   EXPECT_EQ(s.positive, 2);
   EXPECT_EQ(s.largest, 10.0);
   EXPECT_EQ(s.smallest, -2.0);
+}
+
+// The limits tests/limits/test_int32_limits.py finds by probing ScaLAPACK itself.
+TEST(Int32Limits, MatchWhereScaLapackBreaks) {
+  const EigenRequest values = parse_eigen_request("values"), all = parse_eigen_request("all");
+  EXPECT_EQ(int32_limit(Solver::pdsyevr, values, 46340, 64, 1, 1), "");
+  EXPECT_NE(int32_limit(Solver::pdsyevr, values, 46341, 64, 1, 1), "");
+  EXPECT_NE(int32_limit(Solver::elpa, values, 46341, 64, 1, 1), "");
+  EXPECT_EQ(int32_limit(Solver::pdsyevr, values, 46341, 64, 1, 2), "");
+  EXPECT_EQ(int32_limit(Solver::pdsyevd, all, 32760, 64, 1, 1), "");
+  EXPECT_NE(int32_limit(Solver::pdsyevd, all, 32800, 64, 1, 1).find("workspace"), std::string::npos);
+  EXPECT_NE(int32_limit(Solver::pdsyevr, all, 33000, 64, 1, 1), "");
+  EXPECT_EQ(int32_limit(Solver::elpa, all, 40000, 64, 1, 1), "");  // ELPA allocates its own workspace
+  EXPECT_EQ(int32_limit(Solver::lapack, values, 46340, 64, 1, 1), "");
+  EXPECT_NE(int32_limit(Solver::lapack, all, 32768, 64, 1, 1), "");
+}
+
+TEST(Int32Limits, AutoTakesASolverWithinThemOrNamesTheRanks) {
+  const EigenRequest all = parse_eigen_request("all");
+  EXPECT_EQ(resolve_solver(Solver::automatic, all, 64, 1, 1, 36325, Dtype::float64),
+            elpa_available() ? Solver::elpa : Solver::lapack);
+  try {
+    resolve_solver(Solver::pdsyevr, parse_eigen_request("values"), 64, 1, 1, 52165, Dtype::float64);
+    FAIL() << "n = 52165 on one process was accepted";
+  } catch (const ResourceError& e) {
+    EXPECT_NE(std::string(e.what()).find("use at least 2 ranks (grid 1x2)"), std::string::npos) << e.what();
+  }
+}
+
+// A cgroup tree and /proc files written by the test: v1, v2, and SLURM's variables.
+class MemoryBudgetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/dhess_memory_" + std::to_string(::getpid());
+    write("meminfo", "MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\n");
+    sources_.proc_cgroup = root_ + "/cgroup";
+    sources_.cgroup_root = root_ + "/sys";
+    sources_.meminfo = root_ + "/meminfo";
+    sources_.env = [this](const char* name) -> const char* {
+      auto it = env_.find(name);
+      return it == env_.end() ? nullptr : it->second.c_str();
+    };
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  void write(const std::string& file, const std::string& text) {
+    const std::filesystem::path path = root_ + "/" + file;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+  }
+  std::string root_;
+  MemorySources sources_;
+  std::map<std::string, std::string> env_;
+};
+
+TEST_F(MemoryBudgetTest, NodeMemoryIsSharedByTheRanksOnIt) {
+  write("cgroup", "0::/\n");
+  const MemoryBudget b = memory_budget(2, sources_);
+  EXPECT_DOUBLE_EQ(b.bytes, 8000000.0 * 1024 / 2);
+  EXPECT_NE(b.source.find("MemAvailable"), std::string::npos);
+}
+
+TEST_F(MemoryBudgetTest, CgroupV2LimitOfTheJobNotTheRoot) {
+  write("cgroup", "0::/slurm/job_7/step_0\n");
+  write("sys/memory.max", "max\n");
+  write("sys/slurm/job_7/memory.max", "2000000000\n");
+  write("sys/slurm/job_7/step_0/memory.max", "max\n");
+  const MemoryBudget b = memory_budget(2, sources_);
+  EXPECT_DOUBLE_EQ(b.bytes, 1e9);
+  EXPECT_NE(b.source.find("job_7/memory.max"), std::string::npos) << b.source;
+}
+
+TEST_F(MemoryBudgetTest, CgroupV1MemoryHierarchy) {
+  write("cgroup", "5:cpu,cpuacct:/x\n4:memory:/slurm/uid_0/job_3\n");
+  write("sys/memory/slurm/uid_0/job_3/memory.limit_in_bytes", "3000000000\n");
+  write("sys/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  EXPECT_DOUBLE_EQ(memory_budget(1, sources_).bytes, 3e9);
+}
+
+TEST_F(MemoryBudgetTest, SlurmMemPerNodeAndPerCpu) {
+  write("cgroup", "0::/\n");
+  env_["SLURM_MEM_PER_NODE"] = "600";
+  EXPECT_DOUBLE_EQ(memory_budget(1, sources_).bytes, 600.0 * 1024 * 1024);
+  env_.erase("SLURM_MEM_PER_NODE");
+  env_["SLURM_MEM_PER_CPU"] = "100";
+  env_["SLURM_CPUS_PER_TASK"] = "2";
+  const MemoryBudget b = memory_budget(4, sources_);  // per task: not shared by the node's ranks
+  EXPECT_DOUBLE_EQ(b.bytes, 200.0 * 1024 * 1024);
+  EXPECT_NE(b.source.find("SLURM_MEM_PER_CPU = 100"), std::string::npos) << b.source;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace dhess {
 namespace {
@@ -49,16 +50,83 @@ void reset_peak_rss() {
   }
 }
 
-std::size_t available_memory_bytes() {
-  std::size_t available = status_field_kb("/proc/meminfo", "MemAvailable:");
-  std::size_t limit = read_number("/sys/fs/cgroup/memory.max");
-  if (limit == 0) limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-  if (limit > 0 && limit < (std::size_t(1) << 60)) {
-    std::size_t used = read_number("/sys/fs/cgroup/memory.current");
-    if (used == 0) used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
-    available = std::min(available, limit > used ? limit - used : 0);
+namespace {
+
+// The tightest memory limit on the cgroup at `path` and its ancestors under one hierarchy.
+struct CgroupLimit {
+  double bytes = 0;  // 0 = none
+  std::string file;
+};
+
+CgroupLimit tightest_limit(const std::string& mount, std::string path, const char* limit_file) {
+  CgroupLimit best;
+  while (true) {
+    const std::string file = mount + (path == "/" ? "" : path) + "/" + limit_file;
+    const double limit = static_cast<double>(read_number(file.c_str()));
+    // "max" (v2) reads as 0 and v1's "no limit" is 2^63 rounded to a page: neither is a limit.
+    if (limit > 0 && limit < 1e18 && (best.bytes == 0 || limit < best.bytes)) best = {limit, file};
+    if (path.empty() || path == "/") return best;
+    const std::size_t slash = path.find_last_of('/');
+    path = slash == 0 ? "/" : path.substr(0, slash);
   }
-  return available;
+}
+
+// This process's memory limit: the v2 line "0::/path" (unified hierarchy at the root or under
+// unified/) or the v1 line "N:...memory...:/path" of /proc/self/cgroup.
+CgroupLimit cgroup_limit(const MemorySources& sources) {
+  std::ifstream in(sources.proc_cgroup);
+  CgroupLimit best;
+  for (std::string line; std::getline(in, line);) {
+    const std::size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    std::vector<CgroupLimit> found;
+    if (controllers.empty()) {
+      found.push_back(tightest_limit(sources.cgroup_root, path, "memory.max"));
+      found.push_back(tightest_limit(sources.cgroup_root + "/unified", path, "memory.max"));
+    } else if (("," + controllers + ",").find(",memory,") != std::string::npos) {
+      found.push_back(tightest_limit(sources.cgroup_root + "/memory", path, "memory.limit_in_bytes"));
+    }
+    for (const auto& f : found)
+      if (f.bytes > 0 && (best.bytes == 0 || f.bytes < best.bytes)) best = f;
+  }
+  return best;
+}
+
+// A positive number of MB in the environment variable `name`, else 0.
+double env_megabytes(const EnvLookup& env, const char* name) {
+  const char* text = env(name);
+  if (!text || !*text) return 0;
+  char* end = nullptr;
+  const double mb = std::strtod(text, &end);
+  return end && *end == '\0' && mb > 0 ? mb * 1024 * 1024 : 0;
+}
+
+std::string shared_by(int ranks) { return ranks > 1 ? " shared by " + std::to_string(ranks) + " ranks" : ""; }
+
+}  // namespace
+
+MemoryBudget memory_budget(int ranks_on_node, const MemorySources& sources) {
+  const int ranks = std::max(1, ranks_on_node);
+  std::vector<MemoryBudget> candidates;
+  const double available = static_cast<double>(status_field_kb(sources.meminfo.c_str(), "MemAvailable:"));
+  candidates.push_back({available / ranks, "MemAvailable " + human_bytes(available) + " on the node" + shared_by(ranks)});
+  // The job's limit covers all its ranks on the node, each of which the plan counts whole.
+  const CgroupLimit cgroup = cgroup_limit(sources);
+  if (cgroup.bytes > 0)
+    candidates.push_back({cgroup.bytes / ranks, "cgroup limit " + human_bytes(cgroup.bytes) + " (" + cgroup.file + ")" +
+                                                    shared_by(ranks)});
+  if (const double node = env_megabytes(sources.env, "SLURM_MEM_PER_NODE"); node > 0)
+    candidates.push_back({node / ranks, std::string("SLURM_MEM_PER_NODE = ") + sources.env("SLURM_MEM_PER_NODE") +
+                                            " MiB" + shared_by(ranks)});
+  if (const double cpu = env_megabytes(sources.env, "SLURM_MEM_PER_CPU"); cpu > 0) {
+    const char* cpus_text = sources.env("SLURM_CPUS_PER_TASK");
+    const int cpus = cpus_text && std::atoi(cpus_text) > 0 ? std::atoi(cpus_text) : 1;
+    candidates.push_back({cpu * cpus, std::string("SLURM_MEM_PER_CPU = ") + sources.env("SLURM_MEM_PER_CPU") + " MiB x " +
+                                          std::to_string(cpus) + " CPU(s) per task"});
+  }
+  return *std::min_element(candidates.begin(), candidates.end(),
+                           [](const MemoryBudget& a, const MemoryBudget& b) { return a.bytes < b.bytes; });
 }
 
 std::size_t last_level_cache_bytes() {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "dhess/core/errors.hpp"
+#include "dhess/dist/process_grid.hpp"
 #include "scalapack.hpp"
 
 namespace dhess {
@@ -96,21 +97,6 @@ void check_solver(Solver solver, const EigenRequest& request, int block, int gri
     throw UsageError("--solver lapack: n = " + std::to_string(n) + " is past LAPACK's 32-bit sizes (n^2" +
                      (request.kind == EigenRequest::Kind::all ? " and 2n^2 workspace" : "") +
                      " below 2^31); use auto, pdsyevd, pdsyevr or elpa");
-}
-
-Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
-                      Dtype dtype) {
-  if (request.kind == EigenRequest::Kind::none) return wanted;
-  if (wanted == Solver::elpa && !elpa_available()) throw UsageError("--solver elpa: this dhess was built without ELPA");
-  if (wanted == Solver::elpa && dtype == Dtype::float32)
-    throw UsageError(
-        "--solver elpa fails in single precision with Debian's ELPA (ELPA_ERROR_DURING_COMPUTATION); "
-        "with --dtype float32 use auto, pdsyevd, pdsyevr or lapack");
-  check_solver(wanted, request, block, grid_rows, grid_cols, n);
-  const Solver chosen = choose_solver(wanted, request, block, grid_rows, grid_cols, n);
-  if (chosen == Solver::elpa && dtype == Dtype::float32)
-    return choose_solver_without_elpa(request, grid_rows, grid_cols, n);
-  return chosen;
 }
 
 namespace {
@@ -340,41 +326,124 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   }
 }
 
-std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
-                                   int grid_cols, std::size_t element_bytes) {
-  if (request.kind == EigenRequest::Kind::none) return 0;
-  Solver chosen = choose_solver(solver, request, block, grid_rows, grid_cols, n);
-  const int64_t np = ceil_div(ceil_div(n, block), grid_rows) * block;
-  const int64_t nq = ceil_div(ceil_div(n, block), grid_cols) * block;
+namespace {
+
+// The words of workspace (LWORK) the solver takes: a ScaLAPACK driver's query, as measured and
+// rounded by run_pdsyevd/run_pdsyevr; LAPACK's; ELPA's own allocations (measured).
+int64_t workspace_elements(Solver chosen, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                           int grid_cols) {
+  // Process (0, 0) holds the most rows and columns.
+  const int64_t np = CyclicAxis{n, block, grid_rows, 0}.local_extent(0);
+  const int64_t nq = CyclicAxis{n, block, grid_cols, 0}.local_extent(0);
   const int64_t share = np * nq;
-  int64_t elements = 0;
   if (chosen == Solver::lapack) {
     // dsyevd: 1 + 6n + 2n² for all pairs (the vectors overwrite H), its blocked dsytrd's n(nb + 2)
     // for values; dsyevr: 26n plus the K vectors.
-    if (request.kind == EigenRequest::Kind::all)
-      elements = 1 + 6 * n + 2 * n * n;
-    else if (request.kind == EigenRequest::Kind::values)
-      elements = n * (block + 2) + 2 * n + 1;
-    else
-      elements = 26 * n + request.count(n) * n;
-    return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(10 * n) * sizeof(int);
+    if (request.kind == EigenRequest::Kind::all) return 1 + 6 * n + 2 * n * n;
+    if (request.kind == EigenRequest::Kind::values) return n * (block + 2) + 2 * n + 1;
+    return 26 * n + request.count(n) * n;
   }
-  if (chosen == Solver::elpa && !request.wants_vectors()) {
-    // 2-stage, measured above H itself (bench/RESULTS.md, sections b, d, e): 3.5-3.75 H shares for
-    // n = 2,000 to 12,000, 2.5 at n = 16,325 and 23,365, on 1 and 2 ranks, random and real Hessians
-    // alike. 3.2 keeps the plan within 10% below and 20% above the peak across both regimes.
-    elements = 16 * share / 5 + 8 * n;
-  } else if (chosen == Solver::elpa) {
-    elements = 2 * share + 8 * n;
-  } else if (chosen == Solver::pdsyevd && request.kind == EigenRequest::Kind::all) {
-    elements = 1 + 6 * n + 2 * share + 2 * n;
-  } else if (request.wants_vectors()) {
-    elements = 2 + 5 * n + std::max<int64_t>(18 * n, share + 2 * block * block) +
-               (2 + ceil_div(request.count(n), static_cast<int64_t>(grid_rows) * grid_cols)) * n;
-  } else {
-    elements = 2 + 5 * n + std::max<int64_t>(12 * n, block * (np + 1));
+  // ELPA 2-stage, measured above H itself (bench/RESULTS.md, sections b, d, e): 3.5-3.75 H shares
+  // for n = 2,000 to 12,000, 2.5 at n = 16,325 and 23,365, on 1 and 2 ranks, random and real
+  // Hessians alike. 3.2 keeps the plan within 10% below and 20% above the peak across both regimes.
+  if (chosen == Solver::elpa && !request.wants_vectors()) return 16 * share / 5 + 8 * n;
+  if (chosen == Solver::elpa) return 2 * share + 8 * n;
+  if (chosen == Solver::pdsyevd && request.kind == EigenRequest::Kind::all) return 1 + 6 * n + 2 * share + 2 * n;
+  if (request.wants_vectors())
+    return 2 + 5 * n + std::max<int64_t>(18 * n, share + 2 * block * block) +
+           (2 + ceil_div(request.count(n), static_cast<int64_t>(grid_rows) * grid_cols)) * n;
+  return 2 + 5 * n + std::max<int64_t>(12 * n, block * (np + 1));
+}
+
+constexpr int64_t int32_max = 2147483647;
+
+std::string grid_text(int rows, int cols) { return std::to_string(rows) + "x" + std::to_string(cols); }
+
+// The smallest rank count, from `ranks` + 1 on (near-square grids, the same block), at which
+// `solver` (LAPACK becomes ScaLAPACK past one process) stays within 32-bit sizes; 0 if none does.
+int ranks_within_int32(Solver solver, const EigenRequest& request, int64_t n, int block, int ranks) {
+  for (int p = ranks + 1; p <= (1 << 20); ++p) {
+    const auto [rows, cols] = square_grid(p);
+    const Solver on_grid = solver == Solver::lapack ? choose_solver_without_elpa(request, rows, cols, n) : solver;
+    if (int32_limit(on_grid, request, n, block, rows, cols).empty()) return p;
   }
-  return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(12 * n) * sizeof(int);
+  return 0;
+}
+
+}  // namespace
+
+std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                        int grid_cols) {
+  if (request.kind == EigenRequest::Kind::none) return "";
+  if (solver == Solver::lapack)
+    return lapack_accepts(request, n) ? ""
+                                      : "LAPACK's n^2 matrix" +
+                                            std::string(request.kind == EigenRequest::Kind::all ? " and 2n^2 workspace"
+                                                                                                : "") +
+                                            " would pass 2^31 - 1 elements";
+  const int64_t np = CyclicAxis{n, block, grid_rows, 0}.local_extent(0);
+  const int64_t nq = CyclicAxis{n, block, grid_cols, 0}.local_extent(0);
+  if (np * nq > int32_max)
+    return "a rank's share of H would be " + std::to_string(np) + " x " + std::to_string(nq) + " = " +
+           std::to_string(np * nq) + " elements, past the 2^31 - 1 a 32-bit (LP64) ScaLAPACK or ELPA can index";
+  if (solver == Solver::elpa) return "";  // ELPA allocates its own workspace
+  const int64_t lwork = workspace_elements(solver, request, n, block, grid_rows, grid_cols);
+  if (lwork > int32_max)
+    return std::string(solver_name(solver)) + "'s workspace would be " + std::to_string(lwork) +
+           " elements, past the 2^31 - 1 its 32-bit LWORK can pass";
+  return "";
+}
+
+std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                                   int grid_cols, std::size_t element_bytes) {
+  if (request.kind == EigenRequest::Kind::none) return 0;
+  const Solver chosen = choose_solver(solver, request, block, grid_rows, grid_cols, n);
+  const int64_t elements = workspace_elements(chosen, request, n, block, grid_rows, grid_cols);
+  const int64_t integers = chosen == Solver::lapack ? 10 * n : 12 * n;
+  return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(integers) * sizeof(int);
+}
+
+namespace {
+
+// The backends --solver auto may take instead of its first choice, in order of preference.
+bool may_take(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
+              Dtype dtype) {
+  if (solver == Solver::elpa)
+    return elpa_available() && dtype == Dtype::float64 && elpa_accepts(block, grid_rows, grid_cols, n);
+  return solver != Solver::pdsyevd || request.kind == EigenRequest::Kind::all;
+}
+
+}  // namespace
+
+Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
+                      Dtype dtype) {
+  if (request.kind == EigenRequest::Kind::none) return wanted;
+  if (wanted == Solver::elpa && !elpa_available()) throw UsageError("--solver elpa: this dhess was built without ELPA");
+  if (wanted == Solver::elpa && dtype == Dtype::float32)
+    throw UsageError(
+        "--solver elpa fails in single precision with Debian's ELPA (ELPA_ERROR_DURING_COMPUTATION); "
+        "with --dtype float32 use auto, pdsyevd, pdsyevr or lapack");
+  check_solver(wanted, request, block, grid_rows, grid_cols, n);
+  Solver chosen = choose_solver(wanted, request, block, grid_rows, grid_cols, n);
+  if (chosen == Solver::elpa && dtype == Dtype::float32)
+    chosen = choose_solver_without_elpa(request, grid_rows, grid_cols, n);
+  const std::string limit = int32_limit(chosen, request, n, block, grid_rows, grid_cols);
+  if (limit.empty()) return chosen;
+  // Debian's libraries are LP64: where the first choice cannot index this size, a solver that can.
+  if (wanted == Solver::automatic)
+    for (Solver other : {Solver::pdsyevr, Solver::elpa, Solver::pdsyevd})
+      if (may_take(other, request, block, grid_rows, grid_cols, n, dtype) &&
+          int32_limit(other, request, n, block, grid_rows, grid_cols).empty())
+        return other;
+  const int ranks = grid_rows * grid_cols;
+  const int enough = ranks_within_int32(chosen, request, n, block, ranks);
+  throw ResourceError("n = " + std::to_string(n) + " with " + solver_name(chosen) + " on " + std::to_string(ranks) +
+                      " rank(s) (grid " + grid_text(grid_rows, grid_cols) + ", block " + std::to_string(block) +
+                      "): " + limit + "; " +
+                      (enough > 0 ? "use at least " + std::to_string(enough) + " ranks (grid " +
+                                        grid_text(square_grid(enough).first, square_grid(enough).second) + ")"
+                                  : "no rank count up to 2^20 avoids it") +
+                      (request.wants_vectors() ? ", or --eigen values" : ""));
 }
 
 template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver);

@@ -19,15 +19,15 @@ nlohmann::json SpectrumPlan::to_json() const {
 
 // The Lanczos basis and Ritz vectors (sharded), the SLQ bases, and two full n-vectors per column
 // of a product.
-SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, int64_t panel, double available,
+SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, int64_t panel, const MemoryBudget& budget,
                            MPI_Comm comm) {
   SpectrumPlan p;
   const int64_t n = shard.n;
   p.baseline = static_cast<double>(current_rss_bytes());
-  p.available = available;
+  p.available = budget.bytes;
+  p.available_source = budget.source;
   // Ranks must agree on every choice derived from memory (chunking, reorthogonalization).
   MPI_Allreduce(MPI_IN_PLACE, &p.baseline, 1, MPI_DOUBLE, MPI_MAX, comm);
-  MPI_Allreduce(MPI_IN_PLACE, &p.available, 1, MPI_DOUBLE, MPI_MIN, comm);
   const double row_bytes = 8.0 * static_cast<double>(shard.rows());
   const int64_t steps = std::min(so.max_steps, n);
   p.lanczos = row_bytes * static_cast<double>(steps + 1 + so.top + so.bottom);
@@ -44,8 +44,8 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, int
 std::string spectrum_refusal(const SpectrumOptions& so, const RowShard& shard, const SpectrumPlan& p) {
   return "the matrix-free run needs " + human_bytes(p.total) + " per rank (Lanczos basis " + human_bytes(p.lanczos) +
          " for " + std::to_string(std::min(so.max_steps, shard.n)) + " steps, products " + human_bytes(p.products) +
-         ", process " + human_bytes(p.baseline) + ") but " + human_bytes(p.available) +
-         " is available; use more ranks or a smaller --max-steps";
+         ", process " + human_bytes(p.baseline) + ") but " + human_bytes(p.available) + " is available per rank (" +
+         p.available_source + "); use more ranks or a smaller --max-steps";
 }
 
 }  // namespace dhess

@@ -340,7 +340,7 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode}); });
   const RowShard shard = RowShard::of(n, r.rank, r.size);
   const SpectrumPlan plan =
-      plan_spectrum(so, shard, engine->panel_width(), memory_per_rank(o, l.place.local_size), comm);
+      plan_spectrum(so, shard, engine->panel_width(), memory_per_rank(o, l.place.local_size, comm), comm);
   if (plan.total > plan.available)
     run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(so, shard, plan)); });
   if (!plan.slq_reorthogonalize && so.slq_probes > 0)

@@ -92,14 +92,14 @@ std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const
                 "dhess plan: %s\n"
                 "  n = %lld parameters, %d rank(s) on a %dx%d grid, block %d, %s, --eigen %s\n"
                 "  memory per rank: H share %s + eigenvectors %s + solver workspace %s + panel %s + process %s"
-                " = %s; available %s per rank: %s\n"
+                " = %s; available %s per rank (%s): %s\n"
                 "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %.1f s (%s)\n"
                 "  eigensolver (%s): %s %.1f s (%s); total %s %.1f s\n",
                 s.loaded.problem->description().c_str(), static_cast<long long>(s.n), ranks, s.rows, s.cols, s.block,
                 dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
                 human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
                 human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
-                fits(s) ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), hvp.rate, hvp.seconds,
+                m.available_source.c_str(), fits(s) ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), hvp.rate, hvp.seconds,
                 hvp.basis.c_str(), solver_name(s.solver), about, eig.seconds, eig.basis.c_str(), about,
                 hvp.seconds + eig.seconds);
   std::string out = text;

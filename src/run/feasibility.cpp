@@ -1,6 +1,7 @@
 #include "dhess/run/feasibility.hpp"
 
 #include <algorithm>
+#include <vector>
 
 #include "dhess/core/collective.hpp"
 #include "dhess/core/errors.hpp"
@@ -23,19 +24,34 @@ int choose_block(int requested, int64_t n, int rows, int cols) {
   return b;
 }
 
-// Memory readings differ between ranks: decide on the worst rank's numbers, the same everywhere.
+// Memory readings differ between ranks: decide on the worst rank's numbers, the same everywhere
+// (the budget is agreed already).
 void agree_on_plan(MPI_Comm comm, MemoryPlan& m) {
-  double most[2] = {m.baseline, m.total}, least = m.available;
+  double most[2] = {m.baseline, m.total};
   MPI_Allreduce(MPI_IN_PLACE, most, 2, MPI_DOUBLE, MPI_MAX, comm);
-  MPI_Allreduce(MPI_IN_PLACE, &least, 1, MPI_DOUBLE, MPI_MIN, comm);
   m.baseline = most[0];
   m.total = most[1];
-  m.available = least;
 }
 
-MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, double available) {
+MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, const MemoryBudget& budget) {
   return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, o.problem.dtype, s.engine->panel_width(),
-                     available);
+                     budget);
+}
+
+// The text of the rank that holds `value`'s minimum, on every rank.
+std::string text_of_minimum(MPI_Comm comm, double value, const std::string& text) {
+  struct {
+    double value;
+    int rank;
+  } mine{value, 0}, least{};
+  MPI_Comm_rank(comm, &mine.rank);
+  MPI_Allreduce(&mine, &least, 1, MPI_DOUBLE_INT, MPI_MINLOC, comm);
+  std::vector<char> buffer(text.begin(), text.end());
+  int size = static_cast<int>(buffer.size());
+  MPI_Bcast(&size, 1, MPI_INT, least.rank, comm);
+  buffer.resize(static_cast<std::size_t>(size));
+  MPI_Bcast(buffer.data(), size, MPI_CHAR, least.rank, comm);
+  return {buffer.begin(), buffer.end()};
 }
 
 // ELPA 2-stage is the fastest for eigenvalues but needs 2.5-3.75 H shares of workspace, against
@@ -43,7 +59,7 @@ MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, dou
 void prefer_solver_that_fits(const RunOptions& o, const Rank& r, DenseSetup& s) {
   if (o.solver != Solver::automatic || fits(s) || s.solver != Solver::elpa) return;
   const Solver fallback = choose_solver_without_elpa(s.request, s.rows, s.cols, s.n);
-  MemoryPlan m = plan_for(o, s, fallback, s.plan.available);
+  MemoryPlan m = plan_for(o, s, fallback, {s.plan.available, s.plan.available_source});
   agree_on_plan(r.comm, m);
   if (m.total > m.available) return;
   s.solver_note = std::string("--solver auto: ELPA would need ") + human_bytes(s.plan.total) + " per rank, " +
@@ -76,12 +92,13 @@ std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Pro
 }  // namespace
 
 nlohmann::json MemoryPlan::to_json() const {
-  return {{"hessian_share", h},  {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
-          {"process", baseline}, {"total", total},          {"available", available}};
+  return {{"hessian_share", h}, {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
+          {"process", baseline},   {"total", total},        {"available", available},
+          {"available_source", available_source}};
 }
 
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, int64_t panel, double available) {
+                       Dtype dtype, int64_t panel, const MemoryBudget& budget) {
   const double elem = static_cast<double>(dtype_bytes(dtype));
   MemoryPlan m;
   auto local = [&](int procs) {
@@ -101,13 +118,17 @@ MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequ
   // The process itself (torch, the model, the data) as resident now.
   m.baseline = static_cast<double>(current_rss_bytes());
   m.total = m.h + m.z + m.workspace + m.panel + m.baseline;
-  m.available = available;
+  m.available = budget.bytes;
+  m.available_source = budget.source;
   return m;
 }
 
-double memory_per_rank(const RunOptions& o, int ranks_on_node) {
-  if (o.mem_per_rank > 0) return o.mem_per_rank;
-  return static_cast<double>(available_memory_bytes()) / std::max(1, ranks_on_node);
+MemoryBudget memory_per_rank(const RunOptions& o, int ranks_on_node, MPI_Comm comm) {
+  if (o.mem_per_rank > 0) return {o.mem_per_rank, "--mem-per-rank"};
+  MemoryBudget mine = memory_budget(ranks_on_node), least = mine;
+  MPI_Allreduce(&mine.bytes, &least.bytes, 1, MPI_DOUBLE, MPI_MIN, comm);
+  least.source = text_of_minimum(comm, mine.bytes, mine.source);
+  return least;
 }
 
 DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int ranks_on_node) {
@@ -122,9 +143,9 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
     s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
   });
-  const double available = memory_per_rank(o, ranks_on_node);
-  s.engine = fitted_engine(o, r, *s.loaded.problem, available);
-  s.plan = plan_for(o, s, s.solver, available);
+  const MemoryBudget budget = memory_per_rank(o, ranks_on_node, r.comm);
+  s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes);
+  s.plan = plan_for(o, s, s.solver, budget);
   agree_on_plan(r.comm, s.plan);
   prefer_solver_that_fits(o, r, s);
   return s;
@@ -143,7 +164,7 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
     if (solver == Solver::elpa && o.problem.dtype == Dtype::float32)
       solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
     const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype,
-                                     s.engine->panel_width(), s.plan.available);
+                                     s.engine->panel_width(), {s.plan.available, s.plan.available_source});
     if (m.total - m.baseline + s.plan.baseline <= s.plan.available) break;
   }
   return p;
@@ -153,12 +174,12 @@ std::string memory_refusal(const RunOptions& o, const DenseSetup& s, int ranks) 
   const MemoryPlan& m = s.plan;
   if (m.baseline + m.panel >= m.available)
     return "n = " + std::to_string(s.n) + ": the process itself needs " + human_bytes(m.baseline + m.panel) +
-           " per rank (torch, model, data, one panel) but " + human_bytes(m.available) +
-           " is available per rank: more ranks will not help; give each rank more memory";
+           " per rank (torch, model, data, one panel) but " + human_bytes(m.available) + " is available per rank (" +
+           m.available_source + "): more ranks will not help; give each rank more memory";
   return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
          ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
-         " is available per rank; use about " + std::to_string(ranks_that_fit(o, s, ranks)) +
+         " is available per rank (" + m.available_source + "); use about " + std::to_string(ranks_that_fit(o, s, ranks)) +
          " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
 }
 

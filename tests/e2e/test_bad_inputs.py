@@ -264,11 +264,11 @@ class BadInputs(unittest.TestCase):
         finished = sorted(set(os.listdir(out)) & RESULT_NAMES)
         self.assertEqual(finished, [], f"--out {out} holds files that look like a finished result")
 
-    def expect_error(self, code, args, *names, ranks=RANKS, out=None):
+    def expect_error(self, code, args, *names, ranks=RANKS, out=None, env=None):
         """Runs dhess, checks the exit code, the one error line and its contents; returns the line."""
         out = out or self.out
         args = list(args) + (["--out", out] if "--out" not in args else [])
-        rc, stdout, stderr = dhess(ranks, *args)
+        rc, stdout, stderr = dhess(ranks, *args, env=env)
         context = (f"\nmpiexec -n {ranks} dhess {' '.join(map(str, args))}\nexit {rc}\nstdout:\n{stdout}"
                    f"\nstderr:\n{stderr}")
         self.assertEqual(rc, code, "exit code" + context)
@@ -499,6 +499,15 @@ class BadInputs(unittest.TestCase):
 
     def test_memory_per_rank_too_small(self):
         self.expect_error(74, self.linear(**{"--mem-per-rank": "1000"}), "n = 10", "1.00 KB", "per rank")
+
+    def test_job_memory_below_the_problem(self):
+        # SLURM's --mem=600 on a node: the job's limit, not the node's free memory, is the budget.
+        self.expect_error(74, ["--model", "builtin:convnet:8", "--eigen", "values"], "n = 10565 needs",
+                          "SLURM_MEM_PER_NODE = 600 MiB", env={"SLURM_MEM_PER_NODE": "600"})
+
+    def test_local_share_past_32_bit_scalapack(self):
+        self.expect_error(74, ["--model", "builtin:convnet:18", "--eigen", "values", "--solver", "pdsyevr",
+                               "--mem-per-rank", "400G"], "n = 52165", "2^31 - 1", "use at least 2 ranks", ranks=1)
 
     def test_problem_too_big_for_the_machine(self):
         # n = 6,400,325: a 328 TB float64 Hessian. Refused from the plan, before anything is allocated.

@@ -36,8 +36,16 @@ bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
 // Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
 // grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
 void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
-// The backend a run uses: `wanted` checked (check_solver, and Debian's ELPA refused in single
-// precision, where it fails), or automatic resolved for this dtype. Throws UsageError.
+// Debian's ScaLAPACK, LAPACK and ELPA are LP64 (32-bit Fortran INTEGER): a rank's share of H must
+// stay within 2^31 - 1 elements (the drivers form local offsets like A(IIA+(JJA-1)*LDA) in 32
+// bits) and every LWORK within 2^31 - 1 (tests/test_int32_limits.cpp finds where each breaks).
+// "" when `solver` can run n on this grid, else why not.
+std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                        int grid_cols);
+// The backend a run uses: `wanted` checked (check_solver, Debian's ELPA refused in single
+// precision, where it fails), or automatic resolved for this dtype; past the 32-bit limits
+// automatic takes a solver within them, else ResourceError names the smallest rank count that
+// works. Throws UsageError for a solver that cannot run here at all.
 Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
                       Dtype dtype);
 

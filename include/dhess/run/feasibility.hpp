@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "dhess/core/memory.hpp"
 #include "dhess/linalg/eigensolver.hpp"
 #include "dhess/run/options.hpp"
 #include "dhess/run/setup.hpp"
@@ -16,17 +17,18 @@ namespace dhess {
 // Bytes per rank of a dense run.
 struct MemoryPlan {
   double h = 0, z = 0, workspace = 0, panel = 0, baseline = 0, total = 0, available = 0;
+  std::string available_source;  // where `available` came from (memory_budget)
   nlohmann::json to_json() const;
 };
 
 // The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid, the
 // HVP panel, and the process as resident now; `available` is the budget it is checked against.
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, int64_t panel, double available);
+                       Dtype dtype, int64_t panel, const MemoryBudget& budget);
 
-// The memory one rank may use: --mem-per-rank, else the node's available memory shared by the
-// `ranks_on_node` ranks placed on it.
-double memory_per_rank(const RunOptions& o, int ranks_on_node);
+// The memory one rank may use: --mem-per-rank, else memory_budget() (the node, the job's cgroup,
+// SLURM's limits), the tightest rank's on every rank. Collective.
+MemoryBudget memory_per_rank(const RunOptions& o, int ranks_on_node, MPI_Comm comm);
 
 struct DenseSetup {
   int rows = 1, cols = 1;
