@@ -39,8 +39,12 @@ class DenseRun {
     const double start = MPI_Wtime();
     reset_peak_rss();
     BlockCyclicMatrix<T> h(grid_, s_.n, s_.n, s_.block, s_.block);
-    assemble_columns(h);
-    finish_matrix(h);
+    if (!restore_matrix(h)) {
+      assemble_columns(h);
+      symmetrize_matrix(h);
+      keep_matrix(h);
+    }
+    save_matrix(h);
     Spectrum<T> spectrum = solve_matrix(h);
     report(spectrum);
     timings_["total"] = MPI_Wtime() - start;
@@ -53,16 +57,49 @@ class DenseRun {
     reset_peak_rss();
   }
 
-  // Every rank stops at the same round when any received SIGUSR1/SIGTERM (exit 75).
-  void stop_if_asked(int64_t done) const {
+  // Every rank stops at the same step when any received SIGUSR1/SIGTERM (exit 75).
+  void stop_if_asked(const std::string& when, const std::string& kept) const {
     if (!stop_requested(r_.comm)) return;
-    Interrupted stop(
-        "stopped by a signal after " + std::to_string(done) + " of " + std::to_string(s_.n) + " columns; " +
-        (checkpoint_
-             ? "finished panels are in checkpoint '" + checkpoint_->dir() + "': rerun the same command with --resume"
-             : std::string("no --checkpoint was given, so nothing was kept")));
-    stop.mark_agreed();  // every rank saw the same allreduced flag at the same round
+    Interrupted stop("stopped by a signal " + when + "; " + kept_text(kept));
+    stop.mark_agreed();  // every rank saw the same allreduced flag at the same step
     throw stop;
+  }
+
+  std::string kept_text(const std::string& kept) const {
+    return checkpoint_ ? kept + " in checkpoint '" + checkpoint_->dir() + "': rerun the same command with --resume"
+                       : std::string("no --checkpoint was given, so nothing was kept");
+  }
+
+  // What a saved H is valid for.
+  json distribution() const {
+    return {{"ranks", r_.size}, {"grid", {s_.rows, s_.cols}}, {"block", s_.block}, {"n", s_.n},
+            {"element_bytes", sizeof(T)}};
+  }
+
+  // H from the checkpoint when it was saved before an interrupted eigensolver on this grid:
+  // no Hessian-vector product at all. Saved on another grid, H is reassembled from the panels.
+  bool restore_matrix(BlockCyclicMatrix<T>& h) {
+    json saved;
+    if (!checkpoint_ || !checkpoint_->load_hessian(h, distribution(), saved)) return false;
+    symmetry_ = {saved["asymmetry"].get<double>(), saved["frobenius"].get<double>()};
+    summary_["asymmetry"] = symmetry_.asymmetry;
+    summary_["trace"] = saved["trace"];
+    summary_["hvp"]["hessian_restored_from_checkpoint"] = true;
+    stats_.panel_width = s_.engine->panel_width();
+    timings_["hvp"] = 0.0;
+    timings_["redistribution"] = 0.0;
+    say(r_, o_, "dhess: the symmetrized Hessian comes from checkpoint '" + checkpoint_->dir() +
+                    "' (saved before an interrupted eigensolver): no Hessian-vector product\n");
+    phase_peak("restore_hessian");
+    return true;
+  }
+
+  void keep_matrix(const BlockCyclicMatrix<T>& h) {
+    if (!checkpoint_) return;
+    checkpoint_->save_hessian(h, {{"distribution", distribution()},
+                                  {"asymmetry", symmetry_.asymmetry},
+                                  {"frobenius", symmetry_.frobenius},
+                                  {"trace", summary_["trace"]}});
   }
 
   void assemble_columns(BlockCyclicMatrix<T>& h) {
@@ -73,7 +110,9 @@ class DenseRun {
       hooks.lookup = [&](int64_t j0, int64_t j1, T* panel) { return checkpoint_->load<T>(j0, j1, n, panel); };
       hooks.sink = [&](int64_t j0, int64_t j1, const T* panel) { checkpoint_->save<T>(j0, j1, n, panel); };
     }
-    hooks.after_round = [&](int64_t done) { stop_if_asked(done); };
+    hooks.after_round = [&](int64_t done) {
+      stop_if_asked("after " + std::to_string(done) + " of " + std::to_string(n) + " columns", "finished panels are");
+    };
     stats_ = assemble<T>(*s_.engine, grid_, h, progress, hooks);
     phase_peak("hvp_and_assembly");
     const auto hvp = gather_doubles(r_, stats_.hvp_seconds);
@@ -83,14 +122,17 @@ class DenseRun {
     timings_["hvp_per_rank"] = hvp;
   }
 
-  // H ← (H + Hᵀ)/2 with the asymmetry it had, its trace, and hessian.h5.
-  void finish_matrix(BlockCyclicMatrix<T>& h) {
+  // H ← (H + Hᵀ)/2 with the asymmetry it had, and its trace.
+  void symmetrize_matrix(BlockCyclicMatrix<T>& h) {
     symmetry_ = symmetrize(grid_, h);
     summary_["asymmetry"] = symmetry_.asymmetry;
     summary_["trace"] = trace(grid_, h);
     if (symmetry_.asymmetry > (std::is_same_v<T, double> ? 1e-8 : 1e-3))
       warn(r_, "Hessian asymmetry ||H-H^T||/||H|| = " + std::to_string(symmetry_.asymmetry) +
                    " before symmetrization (non-smooth or non-deterministic model?)");
+  }
+
+  void save_matrix(const BlockCyclicMatrix<T>& h) {
     if (o_.save_hessian) {
       const double t = MPI_Wtime();
       write_hdf5_matrix(out_.staged("hessian.h5"), "hessian", h, 0, s_.n, r_.comm);
@@ -100,9 +142,17 @@ class DenseRun {
     phase_peak("symmetrize_and_save");
   }
 
+  // The solver is one blocking library call that cannot poll the stop flag: a StopWatch ends
+  // every rank with exit 75 within a fraction of a second instead.
   Spectrum<T> solve_matrix(BlockCyclicMatrix<T>& h) {
+    stop_if_asked("before the eigensolver", "the assembled Hessian is");
     const double t = MPI_Wtime();
-    Spectrum<T> spectrum = solve(grid_, h, s_.request, s_.solver);
+    Spectrum<T> spectrum;
+    {
+      StopWatch watch("stopped by a signal during the eigensolver; " + kept_text("the assembled Hessian is"),
+                      r_.root());
+      spectrum = solve(grid_, h, s_.request, s_.solver);
+    }
     h.release();
     timings_["eigensolver"] = MPI_Wtime() - t;
     phase_peak("eigensolver");
@@ -287,7 +337,7 @@ void run_dense(const RunOptions& o, MPI_Comm comm) {
   if (!s.solver_note.empty()) say(r, o, "dhess: " + s.solver_note + "\n");
   if (s.request.kind == EigenRequest::Kind::none && !o.save_hessian)
     warn(r, "--eigen none without --save-hessian computes H and writes only layout.json and summary.json");
-  if (!fits(s)) run_collectively(comm, [&] { throw ResourceError(memory_refusal(o, s, r.size)); });
+  if (!fits(s)) run_collectively(comm, [&] { throw ResourceError(refusal(o, s, r.size)); });
   OutputDir out(o.out, o.force, comm);
   const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(o, r, s);
   say(r, o, run_header(o, r, s, checkpoint.get()));

@@ -38,6 +38,7 @@ void write_all(int fd, const void* data, std::size_t size, const std::string& pa
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t w = ::write(fd, p, size);
+    if (w < 0 && errno == EINTR) continue;
     if (w < 0) {
       int err = errno;
       ::close(fd);
@@ -230,6 +231,44 @@ bool Checkpoint::load_array(const std::string& name, int64_t n, int64_t k, doubl
   return found != 0;
 }
 
+std::string Checkpoint::share_path() const {
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  return (fs::path(dir_) / ("hessian_rank" + std::to_string(rank) + ".share")).string();
+}
+
+// A share is stored as a panel of lld rows and the local columns: exactly the local storage.
+template <typename T>
+void Checkpoint::save_hessian(const BlockCyclicMatrix<T>& h, const nlohmann::json& record) const {
+  run_collectively(comm_, [&] {
+    PanelHeader header{};
+    std::memcpy(header.magic, kMagic, 8);
+    header.n = h.lld();
+    header.j1 = h.local_cols();
+    header.element_bytes = sizeof(T);
+    header.checksum = fnv1a(h.data(), h.local_bytes());
+    write_atomically(share_path(), &header, sizeof header, h.data(), h.local_bytes());
+  });
+  save_record("hessian", record);
+}
+
+template <typename T>
+bool Checkpoint::load_hessian(BlockCyclicMatrix<T>& h, const nlohmann::json& distribution,
+                              nlohmann::json& record) const {
+  nlohmann::json saved;
+  if (!load_record("hessian", saved) || saved.value("distribution", nlohmann::json()) != distribution) return false;
+  run_collectively(comm_, [&] {
+    if (!read_panel<T>(share_path(), 0, h.local_cols(), h.lld(), h.data()))
+      throw InputError("checkpoint '" + dir_ + "' lacks " + share_path() + "; remove hessian.record to reassemble H");
+  });
+  record = saved;
+  return true;
+}
+
+template void Checkpoint::save_hessian<double>(const BlockCyclicMatrix<double>&, const nlohmann::json&) const;
+template void Checkpoint::save_hessian<float>(const BlockCyclicMatrix<float>&, const nlohmann::json&) const;
+template bool Checkpoint::load_hessian<double>(BlockCyclicMatrix<double>&, const nlohmann::json&, nlohmann::json&) const;
+template bool Checkpoint::load_hessian<float>(BlockCyclicMatrix<float>&, const nlohmann::json&, nlohmann::json&) const;
 template bool read_panel<double>(const std::string&, int64_t, int64_t, int64_t, double*);
 template bool read_panel<float>(const std::string&, int64_t, int64_t, int64_t, float*);
 template bool Checkpoint::load<double>(int64_t, int64_t, int64_t, double*) const;

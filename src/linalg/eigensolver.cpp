@@ -427,23 +427,29 @@ Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int
   Solver chosen = choose_solver(wanted, request, block, grid_rows, grid_cols, n);
   if (chosen == Solver::elpa && dtype == Dtype::float32)
     chosen = choose_solver_without_elpa(request, grid_rows, grid_cols, n);
-  const std::string limit = int32_limit(chosen, request, n, block, grid_rows, grid_cols);
-  if (limit.empty()) return chosen;
+  if (wanted != Solver::automatic || int32_limit(chosen, request, n, block, grid_rows, grid_cols).empty())
+    return chosen;
   // Debian's libraries are LP64: where the first choice cannot index this size, a solver that can.
-  if (wanted == Solver::automatic)
-    for (Solver other : {Solver::pdsyevr, Solver::elpa, Solver::pdsyevd})
-      if (may_take(other, request, block, grid_rows, grid_cols, n, dtype) &&
-          int32_limit(other, request, n, block, grid_rows, grid_cols).empty())
-        return other;
+  for (Solver other : {Solver::pdsyevr, Solver::elpa, Solver::pdsyevd})
+    if (may_take(other, request, block, grid_rows, grid_cols, n, dtype) &&
+        int32_limit(other, request, n, block, grid_rows, grid_cols).empty())
+      return other;
+  return chosen;
+}
+
+std::string int32_refusal(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                          int grid_cols) {
+  const std::string limit = int32_limit(solver, request, n, block, grid_rows, grid_cols);
+  if (limit.empty()) return "";
   const int ranks = grid_rows * grid_cols;
-  const int enough = ranks_within_int32(chosen, request, n, block, ranks);
-  throw ResourceError("n = " + std::to_string(n) + " with " + solver_name(chosen) + " on " + std::to_string(ranks) +
-                      " rank(s) (grid " + grid_text(grid_rows, grid_cols) + ", block " + std::to_string(block) +
-                      "): " + limit + "; " +
-                      (enough > 0 ? "use at least " + std::to_string(enough) + " ranks (grid " +
-                                        grid_text(square_grid(enough).first, square_grid(enough).second) + ")"
-                                  : "no rank count up to 2^20 avoids it") +
-                      (request.wants_vectors() ? ", or --eigen values" : ""));
+  const int enough = ranks_within_int32(solver, request, n, block, ranks);
+  const auto [rows, cols] = square_grid(std::max(enough, 1));
+  return "n = " + std::to_string(n) + " with " + solver_name(solver) + " on " + std::to_string(ranks) +
+         " rank(s) (grid " + grid_text(grid_rows, grid_cols) + ", block " + std::to_string(block) + "): " + limit +
+         "; " +
+         (enough > 0 ? "use at least " + std::to_string(enough) + " ranks (grid " + grid_text(rows, cols) + ")"
+                     : "no rank count up to 2^20 avoids it") +
+         (request.wants_vectors() ? ", or --eigen values" : "");
 }
 
 template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver);

@@ -22,7 +22,7 @@ void DataParallelOperator::operator()(const double* x, int64_t k, double* y) {
   }
 }
 
-std::vector<double> exact_diagonal(DataParallelOperator& op, const RowShard& shard, int64_t panel) {
+std::vector<double> exact_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t panel) {
   const int64_t rows = shard.rows();
   std::vector<double> diag(static_cast<std::size_t>(rows), 0.0);
   for (int64_t j0 = 0; j0 < shard.n; j0 += panel) {

@@ -57,7 +57,10 @@ class SpectrumRun {
         out_(out),
         checkpoint_(checkpoint),
         op_(engine, shard_, r.comm, plan.product_columns),
-        apply_([this](const double* x, int64_t k, double* y) { op_(x, k, y); }) {}
+        apply_([this](const double* x, int64_t k, double* y) {
+          stop_if_asked("during the " + phase_ + " phase");
+          op_(x, k, y);
+        }) {}
 
   void run(double start) {
     if (so_.top + so_.bottom > 0) results_.lanczos = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
@@ -74,17 +77,26 @@ class SpectrumRun {
   }
 
  private:
-  // Times a phase and stops the run after it when any rank received SIGUSR1/SIGTERM.
+  // Times a phase. A stop signal ends the run at the next product (or after the phase), every
+  // rank at the same step; finished phases stay in the checkpoint.
   template <typename Result>
   Result phase(const char* name, const std::function<Result()>& compute) {
+    phase_ = name;
     const double t = MPI_Wtime();
     Result result = compute();
     timings_[name] = MPI_Wtime() - t;
-    if (!stop_requested(r_.comm)) return result;
-    Interrupted stop(std::string("stopped by a signal after the ") + name + " phase; " +
-                     (checkpoint_ ? "finished phases are in checkpoint '" + checkpoint_->dir() +
-                                        "': rerun the same command with --resume"
-                                  : std::string("no --checkpoint was given, so nothing was kept")));
+    finished_ += std::string(finished_.empty() ? "" : ", ") + name;
+    stop_if_asked(std::string("after the ") + name + " phase");
+    return result;
+  }
+
+  void stop_if_asked(const std::string& when) const {
+    if (!stop_requested(r_.comm)) return;
+    const std::string kept = finished_.empty() ? "no phase had finished, so nothing was kept"
+                             : checkpoint_ ? "finished phases (" + finished_ + ") are in checkpoint '" +
+                                                 checkpoint_->dir() + "': rerun the same command with --resume"
+                                           : std::string("no --checkpoint was given, so nothing was kept");
+    Interrupted stop("stopped by a signal " + when + "; " + kept);
     stop.mark_agreed();  // every rank saw the same allreduced flag
     throw stop;
   }
@@ -177,7 +189,7 @@ class SpectrumRun {
       return d;
     }
     if (exact)
-      d.values = exact_diagonal(op_, shard_, std::max<int64_t>(1, std::min<int64_t>(engine_.panel_width(), 64)));
+      d.values = exact_diagonal(apply_, shard_, std::max<int64_t>(1, std::min<int64_t>(engine_.panel_width(), 64)));
     else
       estimate_diagonal(apply_, shard_, so_.diagonal_probes, so_.seed, d.values, d.stderr_values, r_.comm);
     both = d.values;
@@ -305,6 +317,7 @@ class SpectrumRun {
   DataParallelOperator op_;
   ShardedOperator apply_;
   SpectrumResults results_;
+  std::string phase_, finished_;  // the phase running, the phases done
   json summary_, timings_;
 };
 

@@ -78,6 +78,7 @@ json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEst
       {"eigensolver_estimate_basis", eig.basis},
       {"eigensolver_estimate_is_upper_bound", eig.upper_bound},
       {"fits", fits(s)}};
+  if (!s.limit.empty()) plan["limit"] = s.limit;
   if (!s.solver_note.empty()) plan["solver_note"] = s.solver_note;
   if (!fits(s)) plan["suggested_ranks"] = ranks_that_fit(o, s, ranks);
   return plan;
@@ -99,12 +100,12 @@ std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const
                 dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
                 human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
                 human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
-                m.available_source.c_str(), fits(s) ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), hvp.rate, hvp.seconds,
+                m.available_source.c_str(), m.total <= m.available ? "fits" : "DOES NOT FIT", static_cast<long long>(s.n), hvp.rate, hvp.seconds,
                 hvp.basis.c_str(), solver_name(s.solver), about, eig.seconds, eig.basis.c_str(), about,
                 hvp.seconds + eig.seconds);
   std::string out = text;
   if (!s.solver_note.empty()) out += "  " + s.solver_note + "\n";
-  if (!fits(s)) out += "  " + memory_refusal(o, s, ranks) + "\n";
+  if (!fits(s)) out += "  DOES NOT FIT: " + refusal(o, s, ranks) + "\n";
   return out;
 }
 

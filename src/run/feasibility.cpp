@@ -57,7 +57,7 @@ std::string text_of_minimum(MPI_Comm comm, double value, const std::string& text
 // ELPA 2-stage is the fastest for eigenvalues but needs 2.5-3.75 H shares of workspace, against
 // pdsyevr's few vectors: where ELPA does not fit and ScaLAPACK does, --solver auto takes ScaLAPACK.
 void prefer_solver_that_fits(const RunOptions& o, const Rank& r, DenseSetup& s) {
-  if (o.solver != Solver::automatic || fits(s) || s.solver != Solver::elpa) return;
+  if (o.solver != Solver::automatic || s.plan.total <= s.plan.available || s.solver != Solver::elpa) return;
   const Solver fallback = choose_solver_without_elpa(s.request, s.rows, s.cols, s.n);
   MemoryPlan m = plan_for(o, s, fallback, {s.plan.available, s.plan.available_source});
   agree_on_plan(r.comm, m);
@@ -148,10 +148,11 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
   s.plan = plan_for(o, s, s.solver, budget);
   agree_on_plan(r.comm, s.plan);
   prefer_solver_that_fits(o, r, s);
+  s.limit = int32_refusal(s.solver, s.request, s.n, s.block, s.rows, s.cols);
   return s;
 }
 
-bool fits(const DenseSetup& s) { return s.plan.total <= s.plan.available; }
+bool fits(const DenseSetup& s) { return s.plan.total <= s.plan.available && s.limit.empty(); }
 
 int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
   int64_t p = ranks;
@@ -165,13 +166,16 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
       solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
     const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype,
                                      s.engine->panel_width(), {s.plan.available, s.plan.available_source});
-    if (m.total - m.baseline + s.plan.baseline <= s.plan.available) break;
+    if (m.total - m.baseline + s.plan.baseline <= s.plan.available &&
+        int32_limit(solver, s.request, s.n, s.block, rows, cols).empty())
+      break;
   }
   return p;
 }
 
-std::string memory_refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
+std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
   const MemoryPlan& m = s.plan;
+  if (m.total <= m.available) return s.limit;
   if (m.baseline + m.panel >= m.available)
     return "n = " + std::to_string(s.n) + ": the process itself needs " + human_bytes(m.baseline + m.panel) +
            " per rank (torch, model, data, one panel) but " + human_bytes(m.available) + " is available per rank (" +

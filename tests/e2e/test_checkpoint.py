@@ -33,16 +33,6 @@ def rank_pids(launcher):
     return found
 
 
-def catches_sigusr1(pid):
-    """True once the process has installed its SIGUSR1 handler (first thing in main())."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            mask = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
-        return bool(int(mask, 16) & (1 << (signal.SIGUSR1 - 1)))
-    except (OSError, StopIteration):
-        return False
-
-
 def wait_for_panels(directory, count, proc, timeout=120):
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
@@ -111,21 +101,65 @@ class Checkpoint(unittest.TestCase):
         self.assertEqual(code, 64, err)
         self.assertIn("--resume", err)
 
+    def test_signal_during_the_eigensolver_stops_within_seconds_and_resume_goes_straight_to_it(self):
+        # About 10 s of pdsyevr on 2 ranks here; the signal comes once the Hessian is kept.
+        model = ["--model", "builtin:convnet:5", "--eigen", "values", "--solver", "pdsyevr", "--threads", "1"]
+        out = os.path.join(self.tmp.name, "r")
+        cmd = [MPIEXEC, "-n", "2", BIN] + model + ["--checkpoint", self.ck, "--out", out, "-q"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        marker = os.path.join(self.ck, "hessian.record")
+        end = time.time() + 120
+        while not os.path.exists(marker) and p.poll() is None and time.time() < end:
+            time.sleep(0.1)
+        self.assertTrue(os.path.exists(marker), "the Hessian was not kept before the eigensolver")
+        time.sleep(1)
+        sent = time.time()
+        for pid in rank_pids(p):
+            os.kill(pid, signal.SIGUSR1)
+        _, err = p.communicate(timeout=60)
+        self.assertLess(time.time() - sent, 10, "the ranks did not stop within seconds")
+        self.assertEqual(p.returncode, 75, err)
+        self.assertIn("during the eigensolver", err)
+        self.assertIn("--resume", err)
+        self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
+        # The same grid: H from its saved shares, no product at all.
+        code, stdout, err = dhess(2, *model, "--checkpoint", self.ck, "--resume", "--out", out)
+        self.assertEqual(code, 0, err)
+        self.assertIn("no Hessian-vector product", stdout)
+        resumed = json.load(open(os.path.join(out, "summary.json")))
+        self.assertTrue(resumed["hvp"]["hessian_restored_from_checkpoint"])
+        # Another grid: reassembled from the kept column panels, still no product.
+        other = os.path.join(self.tmp.name, "other")
+        code, stdout, err = dhess(1, *model, "--checkpoint", self.ck, "--resume", "--out", other)
+        self.assertEqual(code, 0, err)
+        s1 = json.load(open(os.path.join(other, "summary.json")))
+        self.assertEqual(sum(s1["hvp"]["columns_restored_from_checkpoint"]), s1["n"])
+        ref = os.path.join(self.tmp.name, "ref")
+        code, _, err = dhess(2, *model, "--out", ref)
+        self.assertEqual(code, 0, err)
+        want = np.load(os.path.join(ref, "eigenvalues.npy"))
+        np.testing.assert_array_equal(np.load(os.path.join(out, "eigenvalues.npy")), want)
+        np.testing.assert_allclose(np.load(os.path.join(other, "eigenvalues.npy")), want, rtol=0,
+                                   atol=1e-12 * np.abs(want).max())
+
     def test_matrix_free_run_stops_after_a_phase_and_resumes_identically(self):
         spectrum = ["spectrum", "--model", "builtin:convnet:3", "--top", "3", "--bottom", "3", "--slq-probes", "4",
-                    "--slq-steps", "20", "--trace-probes", "9", "--diagonal", "hutchinson", "--diagonal-probes", "8"]
+                    "--slq-steps", "200", "--trace-probes", "9", "--diagonal", "hutchinson", "--diagonal-probes", "8"]
         out = os.path.join(self.tmp.name, "s")
         cmd = [MPIEXEC, "-n", "2", BIN] + spectrum + ["--checkpoint", self.ck, "--out", out, "-q"]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        end = time.time() + 60
-        while not (rank_pids(p) and all(catches_sigusr1(pid) for pid in rank_pids(p))) and time.time() < end:
+        # Once the Lanczos phase is kept, the signal stops the density phase at its next product.
+        lanczos = os.path.join(self.ck, "lanczos.record")
+        end = time.time() + 120
+        while not os.path.exists(lanczos) and p.poll() is None and time.time() < end:
             time.sleep(0.05)
         for pid in rank_pids(p):
             os.kill(pid, signal.SIGUSR1)
         _, err = p.communicate(timeout=300)
         self.assertEqual(p.returncode, 75, err)
         self.assertIn("phase", err)
-        self.assertTrue(os.path.exists(os.path.join(self.ck, "lanczos.record")))
+        self.assertIn("finished phases (lanczos", err)
+        self.assertTrue(os.path.exists(lanczos))
         self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
         code, _, err = dhess(1, *spectrum, "--checkpoint", self.ck, "--resume", "--out", out)
         self.assertEqual(code, 0, err)

@@ -57,36 +57,40 @@ class ScaLapackLimits(unittest.TestCase):
 
 
 class DhessRefuses(unittest.TestCase):
-    """The issue's two examples: once answered "fits"; the run would have failed after all products."""
+    """The issue's two examples once planned as fitting; the run would have failed after all products."""
 
-    def refused(self, ranks, *args):
+    def plan(self, ranks, *args):
         code, out, err = dhess(1, "plan", "--ranks", ranks, "--mem-per-rank", "400000000000", "--json", *args)
-        self.assertEqual(code, 74, out + err)
-        return err
+        self.assertEqual(code, 0, err)
+        return json.loads(out)
 
     def test_one_rank_past_the_local_index_gets_the_smallest_rank_count(self):
-        err = self.refused(1, "--model", "builtin:convnet:18", "--eigen", "values", "--solver", "pdsyevr")
-        self.assertIn("n = 52165", err)
-        self.assertIn("2^31 - 1", err)
-        self.assertIn("use at least 2 ranks (grid 1x2)", err)
+        plan = self.plan(1, "--model", "builtin:convnet:18", "--eigen", "values", "--solver", "pdsyevr")
+        self.assertFalse(plan["fits"])
+        self.assertIn("n = 52165", plan["limit"])
+        self.assertIn("2^31 - 1", plan["limit"])
+        self.assertIn("use at least 2 ranks (grid 1x2)", plan["limit"])
+        self.assertEqual(plan["suggested_ranks"], 2)
 
     def test_four_ranks_too_few_for_n_164165(self):
-        err = self.refused(4, "--model", "builtin:convnet:32", "--eigen", "values", "--solver", "pdsyevr")
-        self.assertIn("n = 164165", err)
-        self.assertIn("use at least 13 ranks", err)
+        plan = self.plan(4, "--model", "builtin:convnet:32", "--eigen", "values", "--solver", "pdsyevr")
+        self.assertFalse(plan["fits"])
+        self.assertIn("use at least 13 ranks", plan["limit"])
+
+    def test_the_run_is_refused_before_any_product(self):
+        code, _, err = dhess(1, "--model", "builtin:convnet:18", "--eigen", "values", "--solver", "pdsyevr",
+                             "--mem-per-rank", "400G", "--out", "/nonexistent/never-written")
+        self.assertEqual(code, 74, err)
+        self.assertIn("use at least 2 ranks", err)
 
     def test_auto_takes_a_solver_within_the_limits(self):
         # All pairs of n = 36,325 on one process: LAPACK's, pdsyevd's and pdsyevr's workspaces
         # (about 2 n^2) pass 2^31, ELPA allocates its own and its n^2 share is within the index.
-        code, out, err = dhess(1, "plan", "--ranks", 1, "--mem-per-rank", "400000000000", "--json", "--model",
-                               "builtin:convnet:15", "--eigen", "all")
-        self.assertEqual(code, 0, err)
-        plan = json.loads(out)
-        self.assertEqual((plan["n"], plan["solver"]), (36325, "elpa"))
-        code, out, err = dhess(1, "plan", "--ranks", 1, "--mem-per-rank", "400000000000", "--json", "--model",
-                               "builtin:convnet:15", "--eigen", "all", "--solver", "pdsyevd")
-        self.assertEqual(code, 74, out)
-        self.assertIn("pdsyevd's workspace would be", err)
+        plan = self.plan(1, "--model", "builtin:convnet:15", "--eigen", "all")
+        self.assertEqual((plan["n"], plan["solver"], plan.get("limit")), (36325, "elpa", None))
+        plan = self.plan(1, "--model", "builtin:convnet:15", "--eigen", "all", "--solver", "pdsyevd")
+        self.assertFalse(plan["fits"])
+        self.assertIn("pdsyevd's workspace would be", plan["limit"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+
+#include "dhess/dist/block_cyclic.hpp"
 #include <string>
 
 namespace dhess {
@@ -47,10 +49,22 @@ class Checkpoint {
   void save_array(const std::string& name, int64_t n, int64_t k, const double* data) const;
   bool load_array(const std::string& name, int64_t n, int64_t k, double* data) const;
 
+  // The assembled, symmetrized H kept before the eigensolver, so that --resume goes straight to the
+  // solve: every rank its block-cyclic share (atomic, checksummed), then `record` on rank 0, which
+  // marks the set complete. `record` holds "distribution" (what the shares are valid for: ranks,
+  // grid, block, n, dtype) and whatever the run needs back. Collective.
+  template <typename T>
+  void save_hessian(const BlockCyclicMatrix<T>& h, const nlohmann::json& record) const;
+  // Fills `h` and `record` when a complete saved H has this `distribution`; false otherwise (none
+  // saved, or saved on another grid: the caller reassembles H from the column panels). Collective.
+  template <typename T>
+  bool load_hessian(BlockCyclicMatrix<T>& h, const nlohmann::json& distribution, nlohmann::json& record) const;
+
   const std::string& dir() const { return dir_; }
 
  private:
   std::string panel_path(int64_t j0, int64_t j1) const;
+  std::string share_path() const;
   std::string dir_;
   MPI_Comm comm_;
   int64_t panel_width_ = 0;

@@ -43,11 +43,14 @@ void check_solver(Solver solver, const EigenRequest& request, int block, int gri
 std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
                         int grid_cols);
 // The backend a run uses: `wanted` checked (check_solver, Debian's ELPA refused in single
-// precision, where it fails), or automatic resolved for this dtype; past the 32-bit limits
-// automatic takes a solver within them, else ResourceError names the smallest rank count that
-// works. Throws UsageError for a solver that cannot run here at all.
+// precision, where it fails), or automatic resolved for this dtype, taking a solver within the
+// 32-bit limits where its first choice is not. Throws UsageError for a solver that cannot run here.
 Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n,
                       Dtype dtype);
+// "" when `solver` is within the 32-bit limits here, else why not and the smallest rank count
+// that works.
+std::string int32_refusal(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
+                          int grid_cols);
 
 template <typename T>
 struct Spectrum {

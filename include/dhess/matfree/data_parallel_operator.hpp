@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dhess/dist/row_shard.hpp"
+#include "dhess/matfree/sharded_operator.hpp"
 #include "dhess/torch/hvp.hpp"
 
 namespace dhess {
@@ -29,6 +30,6 @@ class DataParallelOperator {
 };
 
 // The exact diagonal of H, this rank's rows: H e_j for every j, `panel` unit vectors per product.
-std::vector<double> exact_diagonal(DataParallelOperator& op, const RowShard& shard, int64_t panel);
+std::vector<double> exact_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t panel);
 
 }  // namespace dhess

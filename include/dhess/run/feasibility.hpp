@@ -40,6 +40,7 @@ struct DenseSetup {
   std::unique_ptr<HvpEngine> engine;
   MemoryPlan plan;
   std::string solver_note;  // why --solver auto did not take its first choice
+  std::string limit;        // why the solver cannot index this size here (int32_refusal), or ""
 };
 
 // Loads the problem and decides everything for `ranks` ranks, `ranks_on_node` of them per node;
@@ -47,10 +48,12 @@ struct DenseSetup {
 // Throws UsageError for a grid, block, request or solver that cannot run.
 DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int ranks_on_node);
 
+// Within the memory and the 32-bit limits.
 bool fits(const DenseSetup& s);
-// Why the plan does not fit, with the numbers and a rank count that would.
-std::string memory_refusal(const RunOptions& o, const DenseSetup& s, int ranks);
-// Smallest power-of-two multiple of `ranks` at which the plan fits.
+// Why the plan does not fit, with the numbers and a rank count that would: memory first (its rank
+// count is the larger), then the 32-bit limits.
+std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks);
+// Smallest power-of-two multiple of `ranks` at which the plan fits (memory and 32-bit limits).
 int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks);
 
 }  // namespace dhess
