@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 
 #include "dhess/core/collective.hpp"
@@ -344,6 +345,13 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   run_collectively(comm, [&] { problem.require_separable(r.size); });
   problem.keep_shard(r.rank, r.size);
   const int64_t n = problem.layout().n();
+  // Row shards travel in MPI's int counts and displacements (Open MPI 4.1 has no large-count calls).
+  if (n > std::numeric_limits<int>::max())
+    run_collectively(comm, [&] {
+      throw ResourceError("n = " + std::to_string(n) +
+                          ": dhess spectrum takes n < 2^31, since its row shards go through MPI's 32-bit counts "
+                          "and displacements; select fewer parameters with --params");
+    });
   if (so.top + so.bottom > n)
     run_collectively(comm, [&] {
       throw UsageError("--top " + std::to_string(so.top) + " plus --bottom " + std::to_string(so.bottom) +
