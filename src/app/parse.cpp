@@ -98,6 +98,13 @@ DiagonalMode parse_diagonal(const std::string& text) {
                               "none, exact, hutchinson, auto");
 }
 
+TraceEstimator parse_trace_estimator(const std::string& text) {
+  return one_of<TraceEstimator>(
+      "--trace-estimator", text,
+      {{"hutchpp", TraceEstimator::hutchpp}, {"hutchinson", TraceEstimator::hutchinson}, {"both", TraceEstimator::both}},
+      "hutchpp, hutchinson, both");
+}
+
 double parse_bytes(const std::string& flag, const std::string& text) {
   static const std::regex form(R"(\s*([0-9]+(\.[0-9]*)?([eE][0-9]+)?)\s*(([KMGT])(i?)B?|B)?\s*)");
   std::smatch m;

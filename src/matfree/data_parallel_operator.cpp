@@ -1,5 +1,7 @@
 #include "dhess/matfree/data_parallel_operator.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 #include "dhess/core/collective.hpp"
@@ -17,6 +19,9 @@ void DataParallelOperator::operator()(const double* x, int64_t k, double* y) {
     full_y_.resize(full_x_.size());
     allgather_columns(x + c0 * rows, shard_, kk, full_x_.data(), comm_);
     run_collectively(comm_, [&] { engine_.apply(full_x_.data(), kk, full_y_.data()); });
+    // What the product freed goes back to the kernel: kept for reuse, it fragments across
+    // products and the peak creeps past the plan (1.3x on a ResNet in 10 products), for 6% time.
+    malloc_trim(0);
     reduce_scatter_columns(full_y_.data(), shard_, kk, y + c0 * rows, comm_);
     products_ += kk;
   }

@@ -2,50 +2,108 @@
 
 #include <algorithm>
 
-#include "dhess/core/memory.hpp"
+#include "dhess/core/collective.hpp"
 
 namespace dhess {
+namespace {
+
+// Bytes of each phase's vectors on one rank: rows of n-vectors (8 bytes each), and the full
+// n-vectors rank 0 gathers to keep a phase in the checkpoint.
+void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
+  const double row = 8.0 * static_cast<double>(shard.rows()), full = 8.0 * static_cast<double>(shard.n);
+  const double steps = static_cast<double>(std::min(so.max_steps, shard.n));
+  const double pairs = static_cast<double>(so.top + so.bottom);
+  // Basis, the next vector, Ritz vectors and their products; the kept vectors on rank 0.
+  p.lanczos = pairs > 0 ? row * (steps + 2 + 2 * pairs) + full * pairs : 0;
+  // The Ritz vectors stay through the later phases.
+  const double kept = row * pairs;
+  const double probes = static_cast<double>(so.slq_probes);
+  const double slq_steps = static_cast<double>(std::min(so.slq_steps, shard.n));
+  // Every probe's basis (two vectors without reorthogonalization), and one block in and out.
+  p.slq = probes > 0 ? kept + row * probes * ((p.slq_reorthogonalize ? slq_steps : 2) + 2) : 0;
+  // Hutchinson's probes and products, or Hutch++'s sketch, basis, its products and the rest.
+  const double t = static_cast<double>(so.trace_probes);
+  p.trace = kept + (so.trace_estimator == TraceEstimator::hutchinson ? row * 2 * t
+                    : so.trace_estimator == TraceEstimator::hutchpp  ? row * 3 * t
+                                                                     : row * 5 * t);
+  // A block of unit vectors or probes in and out, the sums; the whole diagonal on rank 0.
+  p.diagonal = so.diagonal == DiagonalMode::none ? 0 : kept + row * (2 * 64 + 4) + full * 2;
+}
+
+double largest_phase(const SpectrumPlan& p) { return std::max({p.lanczos, p.slq, p.trace, p.diagonal}); }
+
+// The most vectors any phase hands to one product: the Ritz pairs' check, the SLQ probes in
+// lockstep, the trace's probes (Hutch++: its sketch and the rest, a third and a third more), a
+// block of the diagonal.
+int64_t widest_product(const SpectrumOptions& so) {
+  const int64_t t = so.trace_probes, third = std::max<int64_t>(1, t / 3);
+  const int64_t hutchpp = std::max(third, t - 2 * third);
+  const int64_t trace = so.trace_estimator == TraceEstimator::hutchpp ? hutchpp
+                        : so.trace_estimator == TraceEstimator::hutchinson ? t
+                                                                           : std::max(t, hutchpp);
+  const int64_t diagonal = so.diagonal == DiagonalMode::none ? 0 : so.diagonal == DiagonalMode::hutchinson ? 16 : 64;
+  return std::max<int64_t>({1, so.top + so.bottom, so.slq_probes, trace, diagonal});
+}
+
+}  // namespace
 
 nlohmann::json SpectrumPlan::to_json() const {
   return {{"product_columns", product_columns},
+          {"bytes_per_product_column", column},
+          {"bytes_per_product", product},
+          {"bytes_of_one_vector_product", single},
           {"slq_reorthogonalize", slq_reorthogonalize},
+          {"process", baseline},
+          {"products", products},
           {"lanczos", lanczos},
           {"slq", slq},
-          {"products", products},
-          {"process", baseline},
+          {"trace", trace},
+          {"diagonal", diagonal},
           {"total", total},
-          {"available", available}};
+          {"available", available},
+          {"available_source", available_source}};
 }
 
-// The Lanczos basis and Ritz vectors (sharded), the SLQ bases, and two full n-vectors per column
-// of a product.
-SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, int64_t panel, const MemoryBudget& budget,
-                           MPI_Comm comm) {
+SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, HvpEngine& engine, Dtype dtype,
+                           int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm) {
   SpectrumPlan p;
-  const int64_t n = shard.n;
-  p.baseline = static_cast<double>(current_rss_bytes());
   p.available = budget.bytes;
   p.available_source = budget.source;
-  // Ranks must agree on every choice derived from memory (chunking, reorthogonalization).
-  MPI_Allreduce(MPI_IN_PLACE, &p.baseline, 1, MPI_DOUBLE, MPI_MAX, comm);
-  const double row_bytes = 8.0 * static_cast<double>(shard.rows());
-  const int64_t steps = std::min(so.max_steps, n);
-  p.lanczos = row_bytes * static_cast<double>(steps + 1 + so.top + so.bottom);
-  p.product_columns =
-      std::max<int64_t>(1, std::min<int64_t>(panel, static_cast<int64_t>(0.1 * p.available / (16.0 * n))));
-  p.products = 16.0 * static_cast<double>(n) * static_cast<double>(p.product_columns);
-  p.slq = row_bytes * static_cast<double>(so.slq_probes * std::min(so.slq_steps, n));
-  p.slq_reorthogonalize = p.baseline + p.lanczos + p.products + p.slq <= 0.8 * p.available;
-  if (!p.slq_reorthogonalize) p.slq = row_bytes * static_cast<double>(2 * so.slq_probes);
-  p.total = p.baseline + std::max(p.lanczos, p.slq) + p.products;
+  run_collectively(comm, [&] { engine.measure_column_bytes(); });
+  // The operator gathers each vector whole and reduce-scatters its product: two n-vectors, and the
+  // float32 copy that goes into torch.
+  const double n = static_cast<double>(shard.n);
+  const double vectors = 16 * n + (dtype == Dtype::float32 ? 4 * n : 0);
+  double measured[4] = {engine.column_bytes() + vectors, engine.product_bytes(),
+                        engine.single_product_bytes() + vectors, static_cast<double>(current_rss_bytes())};
+  // Ranks agree on every choice derived from memory: the largest column, products and process.
+  MPI_Allreduce(MPI_IN_PLACE, measured, 4, MPI_DOUBLE, MPI_MAX, comm);
+  p.column = measured[0];
+  p.product = measured[1];
+  p.single = measured[2];
+  p.baseline = measured[3];
+  plan_phases(so, shard, p);
+  if (p.baseline + largest_phase(p) + p.column > 0.8 * p.available && so.slq_probes > 0) {
+    p.slq_reorthogonalize = false;
+    plan_phases(so, shard, p);
+  }
+  const double left = p.available - p.baseline - largest_phase(p) - p.product;
+  const int64_t fits = static_cast<int64_t>(left / p.column);
+  p.product_columns = std::max<int64_t>(1, std::min<int64_t>({max_columns, fits, widest_product(so)}));
+  // Lanczos's products are of one vector: their own measured size may be the larger.
+  p.products = std::max(p.single, p.product + static_cast<double>(p.product_columns) * p.column);
+  p.total = p.baseline + p.products + largest_phase(p);
   return p;
 }
 
-std::string spectrum_refusal(const SpectrumOptions& so, const RowShard& shard, const SpectrumPlan& p) {
-  return "the matrix-free run needs " + human_bytes(p.total) + " per rank (Lanczos basis " + human_bytes(p.lanczos) +
-         " for " + std::to_string(std::min(so.max_steps, shard.n)) + " steps, products " + human_bytes(p.products) +
-         ", process " + human_bytes(p.baseline) + ") but " + human_bytes(p.available) + " is available per rank (" +
-         p.available_source + "); use more ranks or a smaller --max-steps";
+std::string spectrum_refusal(const SpectrumPlan& p) {
+  return "the matrix-free run needs " + human_bytes(p.total) + " per rank (process with its first-order graph " +
+         human_bytes(p.baseline) + ", products of " + std::to_string(p.product_columns) + " vector(s) at " +
+         human_bytes(p.column) + " each " + human_bytes(p.products) + ", the largest phase " +
+         human_bytes(largest_phase(p)) + ": Lanczos " + human_bytes(p.lanczos) + ", SLQ " + human_bytes(p.slq) +
+         ", trace " + human_bytes(p.trace) + ", diagonal " + human_bytes(p.diagonal) + ") but " +
+         human_bytes(p.available) + " is available per rank (" + p.available_source +
+         "); use more ranks (each holds less data and fewer rows), fewer --max-steps or probes, or --dtype float32";
 }
 
 }  // namespace dhess

@@ -61,10 +61,10 @@ std::vector<double> orthonormal_basis(std::vector<double>& y, int64_t rows, int6
   return q;
 }
 
-// Hutch++ with `products` products: a third sketch the top subspace, whose trace is taken
-// exactly (another third), the rest estimate the remainder (Meyer, Musco, Musco, Woodruff 2021).
-void hutchpp(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed, TraceEstimate& t,
-             MPI_Comm comm) {
+}  // namespace
+
+TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
+                            MPI_Comm comm) {
   const int64_t rows = shard.rows();
   const int64_t s = std::max<int64_t>(1, products / 3), g = std::max<int64_t>(2, products - 2 * s);
   std::vector<double> y = apply(op, rademacher_block(shard, s, seed, 3000), s);
@@ -77,21 +77,19 @@ void hutchpp(const ShardedOperator& op, const RowShard& shard, int64_t products,
     double* col = rest_probes.data() + c * rows;
     subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
   }
-  double rest = 0;
-  mean_and_stderr(quadratic_forms(rest_probes, apply(op, rest_probes, g), rows, g, comm), rest, t.hutchpp_stderr);
-  t.hutchpp = exact + rest;
+  TraceEstimate t;
+  mean_and_stderr(quadratic_forms(rest_probes, apply(op, rest_probes, g), rows, g, comm), t.value, t.stderr_value);
+  t.value += exact;
+  t.products = s + rank + g;
+  return t;
 }
 
-}  // namespace
-
-TraceEstimate estimate_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                             MPI_Comm comm) {
+TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
+                               MPI_Comm comm) {
   TraceEstimate t;
-  t.probes = products;
+  t.products = products;
   const std::vector<double> v = rademacher_block(shard, products, seed, 2000);
-  mean_and_stderr(quadratic_forms(v, apply(op, v, products), shard.rows(), products, comm), t.hutchinson,
-                  t.hutchinson_stderr);
-  hutchpp(op, shard, products, seed, t, comm);
+  mean_and_stderr(quadratic_forms(v, apply(op, v, products), shard.rows(), products, comm), t.value, t.stderr_value);
   return t;
 }
 

@@ -34,8 +34,7 @@ void agree_on_plan(MPI_Comm comm, MemoryPlan& m) {
 }
 
 MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, const MemoryBudget& budget) {
-  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, o.problem.dtype, s.engine->panel_width(),
-                     budget);
+  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, o.problem.dtype, s.panel, budget);
 }
 
 // The text of the rank that holds `value`'s minimum, on every rank.
@@ -69,20 +68,29 @@ void prefer_solver_that_fits(const RunOptions& o, const Rank& r, DenseSetup& s) 
   s.plan = m;
 }
 
-// The HVP panel width: --panel, else measured on the model to take a tenth of the rank's memory,
-// the smallest over ranks so that panels are equal.
-std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Problem& problem, double available) {
+// The HVP panel width: --panel, else what a tenth of the rank's memory holds of the columns
+// measured on the model, the smallest over ranks so that panels are equal. The measured column
+// (the largest over ranks) goes into the plan either way.
+std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Problem& problem, double available,
+                                         PanelMemory& memory) {
   HvpOptions options;
   options.panel = o.panel;
   options.mode = o.hvp_mode;
   std::unique_ptr<HvpEngine> engine;
   run_collectively(r.comm, [&] {
     engine = std::make_unique<HvpEngine>(problem, options);
-    if (o.panel == 0) engine->fit_panel_to(static_cast<std::size_t>(0.1 * available));
+    if (o.panel == 0)
+      engine->fit_panel_to(static_cast<std::size_t>(0.1 * available));
+    else
+      engine->measure_column_bytes();
   });
+  double measured[2] = {engine->column_bytes(), engine->product_bytes()};
+  MPI_Allreduce(MPI_IN_PLACE, measured, 2, MPI_DOUBLE, MPI_MAX, r.comm);
+  memory = {engine->panel_width(), measured[0], measured[1]};
   if (o.panel > 0) return engine;
   int64_t smallest = engine->panel_width();
   MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm);
+  memory.panel = smallest;
   if (smallest == engine->panel_width()) return engine;
   options.panel = smallest;
   run_collectively(r.comm, [&] { engine = std::make_unique<HvpEngine>(problem, options); });
@@ -98,7 +106,7 @@ nlohmann::json MemoryPlan::to_json() const {
 }
 
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, int64_t panel, const MemoryBudget& budget) {
+                       Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget) {
   const double elem = static_cast<double>(dtype_bytes(dtype));
   MemoryPlan m;
   auto local = [&](int procs) {
@@ -113,8 +121,9 @@ MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequ
         : request.kind == EigenRequest::Kind::all ? 0
                                                   : static_cast<double>(n) * request.count(n) * elem;
   m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, dtype_bytes(dtype)));
-  // The panel, its products and the backward temporaries (see HvpEngine).
-  m.panel = 4.0 * static_cast<double>(n) * static_cast<double>(panel) * elem;
+  // The panel, its products and the backward temporaries, as measured on the model (HvpEngine).
+  m.panel = panel.per_product +
+            static_cast<double>(panel.panel) * std::max(panel.per_column, 4.0 * static_cast<double>(n) * elem);
   // The process itself (torch, the model, the data) as resident now.
   m.baseline = static_cast<double>(current_rss_bytes());
   m.total = m.h + m.z + m.workspace + m.panel + m.baseline;
@@ -144,7 +153,7 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
     s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
   });
   const MemoryBudget budget = memory_per_rank(o, ranks_on_node, r.comm);
-  s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes);
+  s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes, s.panel);
   s.plan = plan_for(o, s, s.solver, budget);
   agree_on_plan(r.comm, s.plan);
   prefer_solver_that_fits(o, r, s);
@@ -164,8 +173,8 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
         choose_solver(o.solver == Solver::lapack ? Solver::automatic : o.solver, s.request, s.block, rows, cols, s.n);
     if (solver == Solver::elpa && o.problem.dtype == Dtype::float32)
       solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
-    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype,
-                                     s.engine->panel_width(), {s.plan.available, s.plan.available_source});
+    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype, s.panel,
+                                     {s.plan.available, s.plan.available_source});
     if (m.total - m.baseline + s.plan.baseline <= s.plan.available &&
         int32_limit(solver, s.request, s.n, s.block, rows, cols).empty())
       break;

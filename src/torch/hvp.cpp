@@ -3,6 +3,8 @@
 // machinery (internal API, pinned to LibTorch 1.13; kept to this file).
 #include "dhess/torch/hvp.hpp"
 
+#include <malloc.h>
+
 #include <ATen/functorch/BatchedTensorImpl.h>
 #include <ATen/functorch/DynamicLayer.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -47,6 +49,9 @@ struct HvpEngine::Impl {
   std::string reason;                 // why the one-column path is used
   std::vector<torch::Tensor> cached;  // first-order graph when there is one micro-batch
   bool verified = false;
+  double column_bytes = 0;   // measured by measure_column_bytes(): what each column of a product adds
+  double product_bytes = 0;  // and what a product holds whatever its width
+  double single_bytes = 0;   // a product of one vector (the unbatched path)
 
   explicit Impl(Problem::Impl& problem) : p(problem), n(problem.layout.n()) {}
 
@@ -199,25 +204,50 @@ HvpEngine::HvpEngine(Problem& problem, const HvpOptions& options) : impl_(std::m
   if (!e.batched) e.reason = "--hvp-mode one_column";
 }
 
+double HvpEngine::measure_column_bytes() {
+  Impl& e = *impl_;
+  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
+  const double floor = 4.0 * static_cast<double>(e.n) * static_cast<double>(element);
+  // Batched products (two columns and more) are what the runs make; one column takes another path.
+  const int64_t a = std::min<int64_t>(2, e.n), b = std::min<int64_t>(4, e.n);
+  const int64_t saved = e.panel;
+  e.panel = b;
+  std::vector<char> buffer(static_cast<std::size_t>(b * e.n) * element);
+  torch::Tensor out = torch::from_blob(buffer.data(), {b, e.n}, e.p.scalar_type);
+  // The first product builds (and caches) the first-order graph and checks the batched path. The
+  // peak of a product of a columns and of b columns, each from a heap given back to the kernel
+  // first (glibc would otherwise reuse what the previous product freed and hide the growth), then
+  // give what each column adds and what a product holds whatever its width: torch's tensors and
+  // all else (oneDNN's scratch memory, the autograd bookkeeping).
+  e.compute(0, a, out.narrow(0, 0, a));
+  auto product_bytes = [&](int64_t k) {
+    malloc_trim(0);
+    reset_peak_rss();
+    const double before = static_cast<double>(current_rss_bytes());
+    e.compute(0, k, out.narrow(0, 0, k));
+    return static_cast<double>(peak_rss_bytes()) - before;
+  };
+  const double at_a = product_bytes(a), at_b = b > a ? product_bytes(b) : at_a;
+  // A single vector takes the unbatched path, whose memory is its own.
+  e.single_bytes = std::max(product_bytes(1), floor);
+  malloc_trim(0);
+  e.panel = saved;
+  // Never below the vector, its product and the backward temporaries: 4 n-vectors.
+  e.column_bytes = std::max(b > a ? (at_b - at_a) / static_cast<double>(b - a) : at_a / static_cast<double>(a), floor);
+  e.product_bytes = std::max(0.0, at_a - static_cast<double>(a) * e.column_bytes);
+  return e.column_bytes;
+}
+
+double HvpEngine::product_bytes() const { return impl_->product_bytes; }
+double HvpEngine::single_product_bytes() const { return impl_->single_bytes; }
+
+double HvpEngine::column_bytes() const { return impl_->column_bytes; }
+
 void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   Impl& e = *impl_;
-  const int64_t probe = std::min<int64_t>(4, e.n);
-  const int64_t saved = e.panel;
-  e.panel = probe;
-  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
-  std::vector<char> buffer(static_cast<std::size_t>(probe * e.n) * element);
-  torch::Tensor out = torch::from_blob(buffer.data(), {probe, e.n}, e.p.scalar_type);
-  e.compute(0, probe, out);  // builds (and caches) the first-order graph: not a per-column cost
-  reset_peak_rss();
-  const std::size_t before = current_rss_bytes();
-  e.compute(0, probe, out);
-  // The RSS growth undercounts when the allocator reuses what the first pass freed, which made the
-  // width swing from 4 to 64 between runs of one model; the plan charges every column the panel,
-  // its products and the backward temporaries (4 n-vectors, MemoryPlan::panel), so no less here.
-  const double measured = static_cast<double>(peak_rss_bytes() - std::min(peak_rss_bytes(), before)) / probe;
-  const double per_column = std::max(measured, 4.0 * static_cast<double>(e.n) * static_cast<double>(element));
-  const int64_t fits = static_cast<int64_t>(static_cast<double>(budget_bytes) / per_column);
-  e.panel = std::max<int64_t>(1, std::min<int64_t>({saved, fits, e.n}));
+  const double per_column = measure_column_bytes();
+  const int64_t fits = static_cast<int64_t>((static_cast<double>(budget_bytes) - e.product_bytes) / per_column);
+  e.panel = std::max<int64_t>(1, std::min<int64_t>({e.panel, fits, e.n}));
 }
 
 HvpEngine::~HvpEngine() = default;

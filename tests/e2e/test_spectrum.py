@@ -32,7 +32,7 @@ class Spectrum(unittest.TestCase):
         cls.out = os.path.join(cls.tmp.name, "s")
         code, cls.stdout, err = dhess(RANKS, "spectrum", "--model", oracle("convnet.pt"), "--data",
                                       oracle("convnet_data.pt"), "--loss", "cross_entropy", "--top", "5", "--bottom",
-                                      "5", "--slq-probes", "12", "--slq-steps", "60", "--trace-probes", "60",
+                                      "5", "--slq-probes", "12", "--slq-steps", "60", "--trace-probes", "60", "--trace-estimator", "both",
                                       "--diagonal", "exact", "--out", cls.out)
         assert code == 0, err
         cls.H = np.load(oracle("convnet_H.npy"))

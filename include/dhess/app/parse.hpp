@@ -19,6 +19,7 @@ Loss parse_loss(const std::string& text);
 BatchMode parse_hvp_mode(const std::string& text);
 DeviceChoice parse_device(const std::string& text);
 DiagonalMode parse_diagonal(const std::string& text);
+TraceEstimator parse_trace_estimator(const std::string& text);
 // Bytes: "4000000000", "4G", "4GB", "4GiB", "512M", "1.5T" (K, M, G, T are 1000-based, KiB, MiB,
 // GiB, TiB 1024-based).
 double parse_bytes(const std::string& flag, const std::string& text);

@@ -11,14 +11,16 @@
 namespace dhess {
 
 struct TraceEstimate {
-  double hutchinson = 0, hutchinson_stderr = 0;
-  double hutchpp = 0, hutchpp_stderr = 0;
-  int64_t probes = 0;
+  double value = 0, stderr_value = 0;
+  int64_t products = 0;
 };
-// Hutchinson (`products` Rademacher vectors) and Hutch++ (the same number of products: a third
-// sketches the top subspace exactly, the rest estimate the remainder).
-TraceEstimate estimate_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                             MPI_Comm comm);
+// Hutchinson: the mean of vᵀHv over `products` Rademacher vectors.
+TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
+                               MPI_Comm comm);
+// Hutch++ with `products` products: a third sketch the top subspace, whose trace is taken exactly
+// (another third), the rest estimate the remainder (Meyer, Musco, Musco, Woodruff 2021).
+TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
+                            MPI_Comm comm);
 
 // Hutchinson-type diagonal estimate mean(v ⊙ Hv) over `probes` Rademacher vectors, with the
 // per-entry standard error; this rank's rows.

@@ -14,6 +14,13 @@
 
 namespace dhess {
 
+// The memory of the HVP panels: `panel` columns per product, each `per_column` bytes, and what a
+// product holds whatever its width (measured on the model by HvpEngine, the largest over ranks).
+struct PanelMemory {
+  int64_t panel = 1;
+  double per_column = 0, per_product = 0;
+};
+
 // Bytes per rank of a dense run.
 struct MemoryPlan {
   double h = 0, z = 0, workspace = 0, panel = 0, baseline = 0, total = 0, available = 0;
@@ -22,9 +29,10 @@ struct MemoryPlan {
 };
 
 // The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid, the
-// HVP panel, and the process as resident now; `available` is the budget it is checked against.
+// HVP panel (each column at least 4 n-vectors), and the process as resident now; `budget` is what
+// it is checked against.
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, int64_t panel, const MemoryBudget& budget);
+                       Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget);
 
 // The memory one rank may use: --mem-per-rank, else memory_budget() (the node, the job's cgroup,
 // SLURM's limits), the tightest rank's on every rank. Collective.
@@ -38,6 +46,7 @@ struct DenseSetup {
   int64_t n = 0;
   int block = 64;
   std::unique_ptr<HvpEngine> engine;
+  PanelMemory panel;
   MemoryPlan plan;
   std::string solver_note;  // why --solver auto did not take its first choice
   std::string limit;        // why the solver cannot index this size here (int32_refusal), or ""

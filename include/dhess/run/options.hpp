@@ -34,6 +34,9 @@ struct RunOptions {
 };
 
 enum class DiagonalMode { none, exact, hutchinson, automatic };
+// Hutch++ (default: the better estimate for the same products), plain Hutchinson, or both (twice
+// the products).
+enum class TraceEstimator { hutchpp, hutchinson, both };
 
 // Matrix-free spectrum (dhess spectrum).
 struct SpectrumOptions {
@@ -42,7 +45,8 @@ struct SpectrumOptions {
   double tolerance = 1e-8;                          // ‖Hz − λz‖ ≤ tolerance · max|λ|
   int64_t slq_probes = 10, slq_steps = 80;          // density by stochastic Lanczos quadrature (0 probes = none)
   double sigma = 0.01;                              // density smoothing, relative to the spectrum's width
-  int64_t trace_probes = 30;                        // Hutchinson / Hutch++ products (0 = none)
+  int64_t trace_probes = 30;                        // products of the trace estimate (0 = none)
+  TraceEstimator trace_estimator = TraceEstimator::hutchpp;
   DiagonalMode diagonal = DiagonalMode::automatic;  // automatic: exact when n ≤ 20000
   int64_t diagonal_probes = 100;
   uint64_t seed = 0;

@@ -24,9 +24,17 @@ class HvpEngine {
 
   int64_t n() const;
   int64_t panel_width() const;
-  // Measures the memory of a few batched columns (panel and backward temporaries,
-  // which grow with the model's activations) and sets the panel width to what
-  // `budget_bytes` holds, at most 64. Not called when --panel was given.
+  // The memory one more column of a batched product takes (its vector, its product and the
+  // backward temporaries, which grow with the model's activations), measured on the model as the
+  // bytes torch takes for a product of one column and of two; builds the first-order graph first.
+  // Never below 4 n-vectors.
+  double measure_column_bytes();
+  // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
+  double column_bytes() const;
+  double product_bytes() const;
+  double single_product_bytes() const;  // a product of one vector, which takes the unbatched path
+  // Measures, then sets the panel width to what `budget_bytes` holds, at most the width asked for
+  // (64 by default). Not called when --panel was given.
   void fit_panel_to(std::size_t budget_bytes);
   // "batched (vmap, k=64)" or "one column per pass (reason)".
   std::string mode_description() const;
