@@ -167,6 +167,8 @@ void add_spectrum_options(OptionTable& t, SpectrumOptions& so) {
   t.option("--diagonal-probes", so.diagonal_probes, "probes of the Hutchinson diagonal (default 100)", spectrum)
       ->check(positive_integer);
   t.option("--seed", so.seed, "seed of the random probes (default 0)", spectrum);
+  t.flag("--nonzero", so.nonzero,
+         "every nonzero eigenpair (certified randomized range finder; for Hessians of low rank)", spectrum);
 }
 
 // In dhess spectrum, --eigen top:K is --top K --bottom 0 and bottom:K the reverse.
@@ -182,6 +184,18 @@ void apply_eigen_to_spectrum(const CLI::App& app, const RunOptions& o, SpectrumO
   so.bottom = top ? 0 : o.eigen.k;
 }
 
+// --nonzero finds every nonzero eigenpair: the extremes are among them, the trace is their sum;
+// the density and the diagonal run only when asked for.
+void nonzero_defaults(const CLI::App& app, SpectrumOptions& so) {
+  for (const char* flag : {"--top", "--bottom", "--eigen"})
+    if (app.count(flag) > 0)
+      throw UsageError(std::string(flag) + " does not go with --nonzero, which finds every nonzero eigenpair");
+  so.top = so.bottom = 0;
+  if (app.count("--slq-probes") == 0) so.slq_probes = 0;
+  if (app.count("--trace-probes") == 0) so.trace_probes = 0;
+  if (app.count("--diagonal") == 0) so.diagonal = DiagonalMode::none;
+}
+
 // The conversions that need the command or the rank count, and the cross-flag rules.
 void finish_options(const CLI::App& app, const LateFlags& late, unsigned command, int ranks, RunOptions& o,
                     SpectrumOptions& so) {
@@ -194,6 +208,7 @@ void finish_options(const CLI::App& app, const LateFlags& late, unsigned command
   if (o.resume && o.checkpoint.empty()) throw UsageError("--resume needs --checkpoint DIR");
   if (command != spectrum) return;
   apply_eigen_to_spectrum(app, o, so);
+  if (so.nonzero) nonzero_defaults(app, so);
   // float32 products carry relative errors near 1e-7: residuals of 1e-8 are out of their reach.
   if (o.problem.dtype == Dtype::float32 && app.count("--tol") == 0) so.tolerance = 1e-5;
 }

@@ -2,6 +2,8 @@
 // The extern "C" LAPACK prototypes dhess calls (small local problems only).
 extern "C" {
 void dstev_(const char* jobz, const int* n, double* d, double* e, double* z, const int* ldz, double* work, int* info);
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info);
 }
 extern "C" {
 void dgemv_(const char* trans, const int* m, const int* n, const double* alpha, const double* a, const int* lda,

@@ -14,6 +14,23 @@ int as_int(int64_t v) { return static_cast<int>(v); }
 
 }  // namespace
 
+double allsum(double v, MPI_Comm comm);
+
+namespace {
+
+// w -= V (Vᵀ w) for the `cols` columns of V (rows × cols) starting at `v`; collective.
+void project_out(const double* v, int64_t rows, int64_t cols, double* w, MPI_Comm comm) {
+  if (cols == 0) return;
+  std::vector<double> coefficients(static_cast<std::size_t>(cols), 0.0);
+  const int m = as_int(rows), n = as_int(cols), one = 1;
+  const double plus = 1, minus = -1, zero = 0;
+  if (rows > 0) dgemv_("T", &m, &n, &plus, v, &m, w, &one, &zero, coefficients.data(), &one);
+  MPI_Allreduce(MPI_IN_PLACE, coefficients.data(), n, MPI_DOUBLE, MPI_SUM, comm);
+  if (rows > 0) dgemv_("N", &m, &n, &minus, v, &m, coefficients.data(), &one, &plus, w, &one);
+}
+
+}  // namespace
+
 double allsum(double v, MPI_Comm comm) {
   double out = 0;
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm);
@@ -58,6 +75,74 @@ void tridiagonal_eigen(const std::vector<double>& alpha, const std::vector<doubl
   int mm = as_int(m), info = 0;
   dstev_("V", &mm, values.data(), e.data(), vectors.data(), &mm, work.data(), &info);
   if (info != 0) throw InternalError("dstev failed on the Lanczos tridiagonal (info = " + std::to_string(info) + ")");
+}
+
+std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w,
+                                   int64_t k, MPI_Comm comm) {
+  std::vector<double> c(static_cast<std::size_t>(rank * k), 0.0);
+  if (rows > 0 && rank > 0 && k > 0) {
+    const int m = as_int(rows), r = as_int(rank), kk = as_int(k);
+    const double one = 1, zero = 0;
+    dgemm_("T", "N", &r, &kk, &m, &one, q.data(), &m, w, &m, &zero, c.data(), &r);
+  }
+  allsum(c, comm);
+  return c;
+}
+
+int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& rank, std::vector<double>& block,
+                                 int64_t k, double drop, MPI_Comm comm) {
+  std::vector<double> before(static_cast<std::size_t>(k));
+  for (int64_t c = 0; c < k; ++c) before[c] = norm(block.data() + c * rows, rows, comm);
+  // The basis so far, out of the whole block at once (BLAS 3), twice.
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::vector<double> c = inner_products(q, rows, rank, block.data(), k, comm);
+    if (rows > 0 && rank > 0) {
+      const int m = as_int(rows), r = as_int(rank), kk = as_int(k);
+      const double minus = -1, one = 1;
+      dgemm_("N", "N", &m, &kk, &r, &minus, q.data(), &m, c.data(), &r, &one, block.data(), &m);
+    }
+  }
+  // Then the columns this block adds, column by column (BLAS 2 over the new ones only), twice; a
+  // column that keeps losing most of its norm (it was nearly in the span: the rounding of its
+  // projections is large beside what is left) is projected against the whole basis until it
+  // stops (Daniel, Gragg, Kaufman, Stewart 1976), or dropped as rounding.
+  const int64_t start = rank;
+  for (int64_t c = 0; c < k; ++c) {
+    double* col = block.data() + c * rows;
+    double left = norm(col, rows, comm);
+    for (int pass = 0; pass < 2 && rank > start; ++pass)
+      project_out(q.data() + start * rows, rows, rank - start, col, comm);
+    for (int pass = 0; pass < 4; ++pass) {
+      const double before_pass = left;
+      left = norm(col, rows, comm);
+      if (left > 0.70710678 * before_pass || left <= drop * before[c]) break;
+      project_out(q.data(), rows, rank, col, comm);
+    }
+    if (left <= drop * before[c] || left == 0) continue;
+    for (int64_t i = 0; i < rows; ++i) col[i] /= left;
+    q.insert(q.end(), col, col + rows);
+    ++rank;
+  }
+  return rank - start;
+}
+
+void symmetric_eigen(std::vector<double> a, int64_t m, std::vector<double>& values, std::vector<double>& vectors) {
+  values.assign(static_cast<std::size_t>(m), 0.0);
+  if (m == 0) {
+    vectors.clear();
+    return;
+  }
+  const int mm = as_int(m);
+  int info = 0, lwork = -1, liwork = -1, iquery = 0;
+  double query = 0;
+  dsyevd_("V", "L", &mm, a.data(), &mm, values.data(), &query, &lwork, &iquery, &liwork, &info);
+  lwork = static_cast<int>(query) + 1;
+  liwork = iquery + 1;
+  std::vector<double> work(static_cast<std::size_t>(lwork));
+  std::vector<int> iwork(static_cast<std::size_t>(liwork));
+  dsyevd_("V", "L", &mm, a.data(), &mm, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0) throw InternalError("dsyevd failed on the projected matrix (info = " + std::to_string(info) + ")");
+  vectors = std::move(a);
 }
 
 std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y,

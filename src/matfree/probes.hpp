@@ -1,6 +1,7 @@
 #pragma once
 // Random probe entries keyed by (seed, stream, global row): the same vectors on any rank count,
 // so results do not depend on how the rows are sharded. Private to src/matfree/.
+#include <cmath>
 #include <cstdint>
 
 namespace dhess {
@@ -16,6 +17,14 @@ inline double rademacher(uint64_t seed, uint64_t stream, uint64_t row) {
 }
 inline double uniform(uint64_t seed, uint64_t stream, uint64_t row) {
   return static_cast<double>(mix(seed ^ mix(stream * 0x100000001b3ull + row)) >> 11) * 0x1.0p-53 - 0.5;
+}
+
+// A standard normal entry (Box-Muller over two uniforms in (0, 1)), for Gaussian sketches.
+inline double gaussian(uint64_t seed, uint64_t stream, uint64_t row) {
+  const uint64_t key = mix(stream * 0x100000001b3ull + row);
+  const double u1 = (static_cast<double>(mix(seed ^ key) >> 11) + 0.5) * 0x1.0p-53;
+  const double u2 = (static_cast<double>(mix(seed ^ key ^ 0x5bd1e995ull) >> 11) + 0.5) * 0x1.0p-53;
+  return std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
 }  // namespace dhess

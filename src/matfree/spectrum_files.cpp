@@ -15,12 +15,6 @@
 namespace dhess {
 namespace {
 
-std::vector<double> eigenvalues_of(const LanczosResult& lanczos) {
-  std::vector<double> values;
-  for (const auto& p : lanczos.pairs) values.push_back(p.value);
-  return values;
-}
-
 void write_density(const SpectrumResults& results, const OutputDir& out) {
   std::ofstream d(out.staged("density.csv"));
   d.precision(17);
@@ -66,9 +60,9 @@ std::string draw(const std::vector<double>& values, int64_t n, const OutputDir& 
 std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResults& results, const RowShard& shard,
                                               const ParameterLayout& layout, OutputDir& out) {
   std::vector<std::string> files;
-  const std::vector<double> values = eigenvalues_of(results.lanczos);
+  const std::vector<double>& values = results.values;
   if (!values.empty()) {
-    write_hdf5_row_shards(out.staged("eigenvectors.h5"), "eigenvectors", results.lanczos.vectors.data(), shard.begin,
+    write_hdf5_row_shards(out.staged("eigenvectors.h5"), "eigenvectors", results.vectors.data(), shard.begin,
                           shard.rows(), shard.n, static_cast<int64_t>(values.size()), r.comm);
     files.insert(files.end(), {"eigenvectors.h5", "eigenvalues.npy"});
   }

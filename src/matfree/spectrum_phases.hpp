@@ -19,7 +19,8 @@ struct DiagonalResult {
 
 // What the phases found, to be written.
 struct SpectrumResults {
-  LanczosResult lanczos;
+  std::vector<double> values;   // eigenvalues found (Lanczos extremes or every nonzero one), ascending
+  std::vector<double> vectors;  // this rank's rows of their eigenvectors (rows × values.size())
   std::vector<QuadratureNode> nodes;
   Density density;
   DiagonalResult diagonal;

@@ -59,6 +59,8 @@ nlohmann::json SpectrumPlan::to_json() const {
           {"slq", slq},
           {"trace", trace},
           {"diagonal", diagonal},
+          {"nonzero_basis_columns", basis_columns},
+          {"nonzero", nonzero},
           {"total", total},
           {"available", available},
           {"available_source", available_source}};
@@ -92,7 +94,15 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   p.product_columns = std::max<int64_t>(1, std::min<int64_t>({max_columns, fits, widest_product(so)}));
   // Lanczos's products are of one vector: their own measured size may be the larger.
   p.products = std::max(p.single, p.product + static_cast<double>(p.product_columns) * p.column);
-  p.total = p.baseline + p.products + largest_phase(p);
+  // The range finder takes what is left: per basis vector itself, its product, a share of a sketch
+  // block and of its Gaussian vectors (4 rows of 8 bytes).
+  if (so.nonzero) {
+    const double per_vector = 32.0 * static_cast<double>(std::max<int64_t>(shard.rows(), 1));
+    const double room = p.available - p.baseline - p.products - largest_phase(p);
+    p.basis_columns = std::min<int64_t>(shard.n, std::max<int64_t>(0, static_cast<int64_t>(room / per_vector)));
+    p.nonzero = per_vector * static_cast<double>(p.basis_columns);
+  }
+  p.total = p.baseline + p.products + std::max(largest_phase(p), p.nonzero);
   return p;
 }
 

@@ -1,6 +1,7 @@
 #include "dhess/matfree/spectrum_run.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -13,6 +14,7 @@
 #include "dhess/io/checkpoint.hpp"
 #include "dhess/io/json_file.hpp"
 #include "dhess/matfree/data_parallel_operator.hpp"
+#include "dhess/matfree/range_finder.hpp"
 #include "dhess/matfree/spectrum_plan.hpp"
 #include "dhess/matfree/trace.hpp"
 #include "dhess/run/feasibility.hpp"
@@ -37,6 +39,12 @@ std::string trace_line(const json& t) {
            (estimates.empty() ? "" : "; estimates: " + estimates) + "\n";
   return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" +
          t["method"].get<std::string>() + ")\n";
+}
+
+std::string scientific(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", v);
+  return text;
 }
 
 bool exact_diagonal_wanted(const SpectrumOptions& so, int64_t n) {
@@ -65,7 +73,8 @@ class SpectrumRun {
         }) {}
 
   void run(double start) {
-    if (so_.top + so_.bottom > 0) results_.lanczos = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
+    if (so_.top + so_.bottom > 0) lanczos_ = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
+    if (so_.nonzero) nonzero_ = phase<NonzeroSpectrum>("nonzero", [&] { return nonzero(); });
     if (so_.slq_probes > 0) results_.nodes = phase<std::vector<QuadratureNode>>("slq", [&] { return slq(); });
     if (so_.trace_probes > 0) phase<json>("trace", [&] { return trace(); });
     if (so_.diagonal != DiagonalMode::none)
@@ -145,6 +154,32 @@ class SpectrumRun {
     return result;
   }
 
+  NonzeroSpectrum nonzero() {
+    NonzeroSpectrum result;
+    json record;
+    if (restore("nonzero", record, &result.vectors)) {
+      result.values = record["values"].get<std::vector<double>>();
+      result.rank = record["rank"];
+      result.sketch_columns = record["sketch_columns"];
+      result.bound = record["bound"];
+      result.norm = record["norm"];
+      return result;
+    }
+    RangeFinderOptions ro;
+    ro.tolerance = so_.tolerance;
+    ro.max_columns = plan_.basis_columns;
+    ro.seed = so_.seed;
+    result = nonzero_spectrum(apply_, shard_, ro, r_.comm);
+    keep("nonzero",
+         {{"values", result.values},
+          {"rank", result.rank},
+          {"sketch_columns", result.sketch_columns},
+          {"bound", result.bound},
+          {"norm", result.norm}},
+         &result.vectors, static_cast<int64_t>(result.values.size()));
+    return result;
+  }
+
   std::vector<QuadratureNode> slq() {
     std::vector<QuadratureNode> nodes;
     json record;
@@ -206,12 +241,13 @@ class SpectrumRun {
 
   void summarize_phases() {
     if (so_.top + so_.bottom > 0) summarize_lanczos();
+    if (so_.nonzero) summarize_nonzero();
     if (so_.slq_probes > 0) summarize_density();
     if (so_.diagonal != DiagonalMode::none) summarize_diagonal();
   }
 
   void summarize_lanczos() {
-    const LanczosResult& lanczos = results_.lanczos;
+    const LanczosResult& lanczos = lanczos_;
     json pairs = json::array();
     int64_t unconverged = 0;
     for (const auto& p : lanczos.pairs) {
@@ -231,6 +267,44 @@ class SpectrumRun {
     for (const auto& p : lanczos.pairs) values.push_back(p.value);
     if (!values.empty())
       summary_["eigenvalues"] = {{"values", values}, {"largest", values.back()}, {"smallest", values.front()}};
+    results_.values = values;
+    results_.vectors = lanczos.vectors;
+  }
+
+  // Every nonzero eigenvalue: the trace is their sum, the other n - count are zero within the bound.
+  void summarize_nonzero() {
+    const NonzeroSpectrum& s = nonzero_;
+    const auto count = static_cast<int64_t>(s.values.size());
+    const int64_t negative = std::count_if(s.values.begin(), s.values.end(), [](double v) { return v < 0; });
+    summary_["nonzero"] = {
+        {"rank", s.rank},
+        {"nonzero_eigenvalues", count},
+        {"zero_eigenvalues", shard_.n - count},
+        {"zero_tolerance", so_.tolerance * s.norm},
+        {"zero_tolerance_definition", "|lambda| <= tol * max|lambda| counts as zero"},
+        {"sketch_products", s.sketch_columns},
+        {"certificate",
+         {{"bound", s.bound},
+          {"relative", s.norm > 0 ? s.bound / s.norm : 0.0},
+          {"probes", 16},
+          {"definition", "||(I - QQ^T) H||_2 <= bound with probability >= 1 - 1e-16 (Halko, Martinsson, Tropp 2011, "
+                         "Lemma 4.1, from fresh Gaussian probes); every eigenvalue is within it of the reported "
+                         "one, the unreported ones of zero"}}}};
+    summary_["eigenvalues"] = {{"count", count},         {"negative", negative},  {"positive", count - negative},
+                               {"near_zero", shard_.n - count}};
+    if (count > 0) {
+      summary_["eigenvalues"]["largest"] = s.values.back();
+      summary_["eigenvalues"]["smallest"] = s.values.front();
+    }
+    double sum = 0;
+    for (double v : s.values) sum += v;
+    summary_["trace"] = {{"value", sum}, {"exact", true}, {"stderr", 0.0}, {"bound", static_cast<double>(shard_.n) * s.bound},
+                         {"method", "sum of the nonzero eigenvalues (certified range)"}};
+    results_.values = s.values;
+    results_.vectors = s.vectors;
+    if (s.rank == shard_.n)
+      warn(r_, "H has full rank (the certified range is all n = " + std::to_string(shard_.n) +
+                   " directions): --nonzero found the whole spectrum, at more products than a dense run needs");
   }
 
   void summarize_density() {
@@ -312,11 +386,16 @@ class SpectrumRun {
     std::string text = "dhess spectrum: n = " + std::to_string(shard_.n) + ", " + std::to_string(op_.products()) +
                        " Hessian-vector products, " + std::to_string(timings_["total"].get<double>()) + " s, peak " +
                        summary_["memory"]["peak_rss_max_human"].get<std::string>() + " per rank\n";
-    if (!results_.lanczos.pairs.empty()) {
-      text += "  extreme eigenvalues (" + std::to_string(results_.lanczos.steps) + " Lanczos steps):";
-      for (const auto& p : results_.lanczos.pairs) text += " " + std::to_string(p.value);
+    if (!lanczos_.pairs.empty()) {
+      text += "  extreme eigenvalues (" + std::to_string(lanczos_.steps) + " Lanczos steps):";
+      for (const auto& p : lanczos_.pairs) text += " " + std::to_string(p.value);
       text += "\n";
     }
+    if (so_.nonzero)
+      text += "  every nonzero eigenvalue: " + std::to_string(nonzero_.values.size()) + " of n = " +
+              std::to_string(shard_.n) + " (certified range of dimension " + std::to_string(nonzero_.rank) +
+              " from " + std::to_string(nonzero_.sketch_columns) + " products; the others are zero within " +
+              scientific(nonzero_.bound) + ")\n";
     if (summary_.contains("trace")) text += trace_line(summary_["trace"]);
     text += "  results in " + o_.out + ":";
     for (const auto& f : files) text += " " + f;
@@ -335,6 +414,8 @@ class SpectrumRun {
   DataParallelOperator op_;
   ShardedOperator apply_;
   SpectrumResults results_;
+  LanczosResult lanczos_;
+  NonzeroSpectrum nonzero_;
   std::string phase_, finished_;  // the phase running, the phases done
   json summary_, timings_;
 };

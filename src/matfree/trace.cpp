@@ -45,22 +45,6 @@ std::vector<double> apply(const ShardedOperator& op, const std::vector<double>& 
   return hv;
 }
 
-// Orthonormal columns (rows × rank) spanning those of y: classical Gram-Schmidt, twice.
-std::vector<double> orthonormal_basis(std::vector<double>& y, int64_t rows, int64_t k, int64_t& rank, MPI_Comm comm) {
-  rank = 0;
-  std::vector<double> q;
-  for (int64_t c = 0; c < k; ++c) {
-    double* col = y.data() + c * rows;
-    for (int pass = 0; pass < 2; ++pass) subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
-    const double nc = norm(col, rows, comm);
-    if (nc <= 1e-12) continue;
-    for (int64_t i = 0; i < rows; ++i) col[i] /= nc;
-    q.insert(q.end(), col, col + rows);
-    ++rank;
-  }
-  return q;
-}
-
 }  // namespace
 
 TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
@@ -69,7 +53,8 @@ TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, in
   const int64_t s = std::max<int64_t>(1, products / 3), g = std::max<int64_t>(2, products - 2 * s);
   std::vector<double> y = apply(op, rademacher_block(shard, s, seed, 3000), s);
   int64_t rank = 0;
-  const std::vector<double> q = orthonormal_basis(y, rows, s, rank, comm);
+  std::vector<double> q;
+  extend_orthonormal_basis(q, rows, rank, y, s, 1e-12, comm);
   double exact = 0;
   for (double f : quadratic_forms(q, apply(op, q, rank), rows, rank, comm)) exact += f;
   std::vector<double> rest_probes = rademacher_block(shard, g, seed, 4000);

@@ -85,6 +85,41 @@ class Spectrum(unittest.TestCase):
                 self.assertEqual(list(f[p["name"]].shape), p["shape"])
                 np.testing.assert_allclose(f[p["name"]][:].ravel(), d[p["offset"]:p["offset"] + p["size"]])
 
+    def test_nonzero_spectrum_is_every_nonzero_eigenpair_of_the_oracle(self):
+        out = os.path.join(self.tmp.name, "nz")
+        code, _, err = dhess(RANKS, "spectrum", "--nonzero", "--model", oracle("convnet.pt"), "--data",
+                             oracle("convnet_data.pt"), "--loss", "cross_entropy", "--out", out)
+        self.assertEqual(code, 0, err)
+        scale = np.abs(self.eig).max()
+        nonzero = self.eig[np.abs(self.eig) > 1e-8 * scale]
+        w = np.load(os.path.join(out, "eigenvalues.npy"))
+        self.assertEqual(w.shape, nonzero.shape, "the count of nonzero eigenvalues")
+        self.assertLessEqual(np.abs(w - nonzero).max(), 1e-9 * scale)
+        with h5py.File(os.path.join(out, "eigenvectors.h5"), "r") as f:
+            Z = f["eigenvectors"][:]
+        self.assertLessEqual(np.linalg.norm(self.H @ Z - Z * w, axis=0).max(), 1e-9 * scale)
+        s = json.load(open(os.path.join(out, "summary.json")))
+        self.assertEqual(s["nonzero"]["zero_eigenvalues"], self.eig.size - nonzero.size)
+        self.assertLessEqual(s["nonzero"]["certificate"]["relative"], 1e-9)
+        self.assertAlmostEqual(s["trace"]["value"], np.trace(self.H), delta=1e-10 * scale)
+
+    def test_nonzero_on_a_full_rank_hessian_says_so_and_is_complete(self):
+        out = os.path.join(self.tmp.name, "mlp")
+        code, _, err = dhess(RANKS, "spectrum", "--nonzero", "--model", "builtin:mlp", "--out", out)
+        self.assertEqual(code, 0, err)
+        self.assertIn("H has full rank", err)
+        s = json.load(open(os.path.join(out, "summary.json")))
+        self.assertEqual(s["nonzero"]["rank"], 141)
+
+    def test_nonzero_refuses_when_the_basis_outgrows_memory(self):
+        out = os.path.join(self.tmp.name, "small")
+        # n = 41,285 of rank up to 672: the basis would need about 32 n bytes per vector.
+        code, _, err = dhess(RANKS, "spectrum", "--nonzero", "--model", "builtin:convnet:16", "--mem-per-rank",
+                             "0.5G", "--out", out)
+        self.assertEqual(code, 74, err)
+        self.assertIn("nonzero eigenvalues of n = 41285", err)
+        self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
+
     def test_hutchinson_diagonal_is_within_its_stated_error(self):
         out = os.path.join(self.tmp.name, "d")
         code, _, err = dhess(RANKS, "spectrum", "--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"),

@@ -232,6 +232,26 @@ class ModelZoo(unittest.TestCase):
                                  f"{case}: float32 trace")
             self.assertEqual(summary["precision"]["products"], "float32")
 
+    @uses("resblock", "lstm_tokens", "gru_mask_traced", "transformer", "tied_lm", "conv1d_norms", "bn_eval",
+          "resblock_block_params")
+    def test_nonzero_spectrum_matches_every_oracle(self):
+        # dhess spectrum --nonzero: every nonzero eigenvalue (|lambda| > 1e-8 max|lambda|) within 1e-9 of the
+        # oracle's, and the right count of zeros.
+        for case in ("resblock", "lstm_tokens", "gru_mask_traced", "transformer", "tied_lm", "conv1d_norms",
+                     "bn_eval", "resblock_block_params"):
+            if CASES and case not in CASES:
+                continue
+            _, eig = self.oracle(case)
+            code, stdout, stderr, out = self.dhess_case(case, "spectrum", extra=("--nonzero",))
+            self.assertEqual(code, 0, f"{case}: {stderr}")
+            scale = np.abs(eig).max()
+            nonzero = eig[np.abs(eig) > 1e-8 * scale]
+            w = np.load(os.path.join(out, "eigenvalues.npy"))
+            self.assertEqual(w.size, nonzero.size, f"{case}: count of nonzero eigenvalues")
+            self.assertLessEqual(np.abs(w - nonzero).max(), 1e-9 * scale, f"{case}: nonzero eigenvalues")
+            zeros = read_json(os.path.join(out, "summary.json"))["nonzero"]["zero_eigenvalues"]
+            self.assertEqual(zeros, eig.size - nonzero.size, f"{case}: zeros")
+
     @uses("loss_none_int_labels")
     def test_loss_none_forward_gets_integer_labels_as_integers(self):
         self.assert_exact("loss_none_int_labels")

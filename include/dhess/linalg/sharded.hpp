@@ -22,6 +22,20 @@ double norm(const double* w, int64_t rows, MPI_Comm comm);
 std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y,
                             int64_t k);
 
+// Appends to the orthonormal basis `q` (rows × rank, rank grown in place) the directions of the k
+// columns of `block` (destroyed) that are new: each column, with the basis projected out twice
+// (block then column by column), joins it unless what remains is at most `drop` times its norm
+// before. Returns the number of columns added. Collective.
+int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& rank, std::vector<double>& block,
+                                 int64_t k, double drop, MPI_Comm comm);
+// Qᵀ·W (rank × k, the same on every rank) for row-sharded Q (rows × rank) and W (rows × k). Collective.
+std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w,
+                                   int64_t k, MPI_Comm comm);
+
+// Eigenvalues (ascending) and eigenvectors (column-major m × m) of a small symmetric matrix held
+// whole by every rank (LAPACK dsyevd): the same answer on every rank.
+void symmetric_eigen(std::vector<double> a, int64_t m, std::vector<double>& values, std::vector<double>& vectors);
+
 // Eigenvalues (ascending) and eigenvectors (column-major m × m) of the symmetric tridiagonal matrix
 // with diagonal alpha[0:m] and off-diagonal beta[0:m-1] (LAPACK dstev).
 void tridiagonal_eigen(const std::vector<double>& alpha, const std::vector<double>& beta, int64_t m,

@@ -23,6 +23,8 @@ struct SpectrumPlan {
   double baseline = 0;          // the process: torch, model, data shard, first-order graph
   double products = 0;          // product + product_columns · column
   double lanczos = 0, slq = 0, trace = 0, diagonal = 0;  // each phase's vectors
+  int64_t basis_columns = 0;    // --nonzero: the most basis vectors what is left holds
+  double nonzero = 0;           // --nonzero: the basis, its products and a sketch block at that size
   double total = 0, available = 0;
   std::string available_source;
   nlohmann::json to_json() const;

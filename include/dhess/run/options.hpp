@@ -50,6 +50,7 @@ struct SpectrumOptions {
   DiagonalMode diagonal = DiagonalMode::automatic;  // automatic: exact when n ≤ 20000
   int64_t diagonal_probes = 100;
   uint64_t seed = 0;
+  bool nonzero = false;  // every nonzero eigenpair by a certified randomized range finder
 };
 
 }  // namespace dhess
