@@ -54,9 +54,10 @@ MAX_ITER = 100
 
 # ---------------------------------------------------------------- machine state
 def cpu_jiffies():
+    """(all, idle + iowait, steal) jiffies of the whole machine."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v), v[3] + v[4]
+    return sum(v[:8]), v[3] + v[4], v[7]
 
 
 def own_cpu_seconds():
@@ -107,8 +108,8 @@ def reset_hwm():
 class Meter:
     """Wall, own CPU, other work on the machine (foreign cores) and peak RSS over a block."""
 
-    def __init__(self):
-        self.hwm_reset = reset_hwm()
+    def __init__(self, peak=True):
+        self.hwm_reset = reset_hwm() if peak else False
         self.t0 = time.perf_counter()
         self.cpu0 = own_cpu_seconds()
         self.j0 = cpu_jiffies()
@@ -116,11 +117,13 @@ class Meter:
     def stop(self):
         wall = time.perf_counter() - self.t0
         cpu = own_cpu_seconds() - self.cpu0
-        total1, idle1 = cpu_jiffies()
+        total1, idle1, steal1 = cpu_jiffies()
         total = total1 - self.j0[0]
-        busy_cores = os.cpu_count() * (1 - (idle1 - self.j0[1]) / total) if total else 0.0
+        ncpu = os.cpu_count()
+        busy_cores = ncpu * (1 - (idle1 - self.j0[1] + steal1 - self.j0[2]) / total) if total else 0.0
         return {"seconds": wall, "cpu_seconds": cpu,
                 "foreign_cores": round(max(0.0, busy_cores - cpu / wall), 3) if wall > 0 else 0.0,
+                "steal_cores": round(ncpu * (steal1 - self.j0[2]) / total, 3) if total else 0.0,
                 "peak_rss_bytes": rss_hwm_bytes() if self.hwm_reset else None}
 
 
@@ -165,6 +168,7 @@ class Problem:
         self.n = sum(p.numel() for p in self.params)
         self.hvps = 0
         self.grads = None
+        self.log = None  # [seconds, foreign cores] per product, when a list
 
     def build_graph(self):
         with torch.jit.optimized_execution(False):
@@ -174,9 +178,13 @@ class Problem:
 
     def hvp(self, v):
         self.hvps += 1
+        m = Meter(peak=False) if self.log is not None else None
         with torch.jit.optimized_execution(False):
-            return torch.autograd.grad(self.grads, self.params, grad_outputs=v, only_inputs=True,
-                                       retain_graph=True)
+            hv = torch.autograd.grad(self.grads, self.params, grad_outputs=v, only_inputs=True, retain_graph=True)
+        if m is not None:
+            r = m.stop()
+            self.log.append([round(r["seconds"], 4), r["foreign_cores"]])
+        return hv
 
     def hvp_batched(self, vs):
         """vs: per parameter [k, *shape]; one backward pass through functorch's vmap."""
@@ -289,6 +297,15 @@ def density(pb, steps, runs):
 
 
 # ---------------------------------------------------------------- the algorithm run
+def product_log(pb, ph):
+    """Attach the phase's per-product [seconds, foreign cores] and the median of the clean ones."""
+    ph["products"] = pb.log
+    clean = sorted(t for t, f in pb.log if f < QUIET)
+    ph["clean_products"] = len(clean)
+    ph["clean_median_seconds_per_product"] = clean[len(clean) // 2] if clean else None
+    pb.log = []
+
+
 def run_algorithms(a, rec):
     dtype = getattr(torch, a.dtype)
     m = Meter()
@@ -302,6 +319,7 @@ def run_algorithms(a, rec):
     print("peer: n = {:,}, {} images, {}, {} thread(s); loss {:.6g}; graph {:.2f} s".format(
         pb.n, rec["images"], a.dtype, a.threads, pb.loss, rec["phases"]["setup"]["seconds"]), flush=True)
 
+    pb.log = []
     if a.top > 0:
         torch.manual_seed(a.seed)
         m = Meter()
@@ -309,6 +327,7 @@ def run_algorithms(a, rec):
         vals, _, per = eigenvalues(pb, a.top)
         ph = m.stop()
         ph["hvps"] = pb.hvps - h0
+        product_log(pb, ph)
         ph["per_eigenvalue"] = per
         first = per[0]
         # The first eigenpair of a top_n=K call is the top_n=1 call's (same seed, same draws).
@@ -330,6 +349,7 @@ def run_algorithms(a, rec):
         vhv = hutchinson(pb, a.trace_probes, a.trace_rule)
         ph = m.stop()
         ph["hvps"] = pb.hvps - h0
+        product_log(pb, ph)
         rec["phases"]["trace"] = ph
         k = len(vhv)
         rec["values"].update({
@@ -347,6 +367,7 @@ def run_algorithms(a, rec):
         nodes, weights = density(pb, a.slq_steps, a.slq_probes)
         ph = m.stop()
         ph["hvps"] = pb.hvps - h0
+        product_log(pb, ph)
         rec["phases"]["density"] = ph
         rec["values"]["density"] = {"runs": a.slq_probes, "steps": a.slq_steps, "nodes": nodes, "weights": weights}
         print("peer: density {} x {} steps in {:.1f} s; extreme nodes {:.6g} .. {:.6g}".format(
@@ -395,75 +416,126 @@ def profile_ops(fn, top):
     return {"total_self_seconds": total / 1e6, "top_ops": ops, "by_category": by_cat}
 
 
-def time_width(pb, k, repeats, slow_seconds=30.0):
-    """Seconds per product at batch width k (min over repeats; one repeat if the first is slow)."""
+def busy_cores(seconds):
+    t0, i0, _ = cpu_jiffies()
+    time.sleep(seconds)
+    t1, i1, _ = cpu_jiffies()
+    return os.cpu_count() * (1 - (i1 - i0) / (t1 - t0)) if t1 > t0 else 0.0
+
+
+def wait_quiet(limit):
+    """Wait (at most `limit` s) until other work uses < 0.25 core for two 1-s samples; seconds waited."""
+    t0 = time.perf_counter()
+    quiet = 0
+    while time.perf_counter() - t0 < limit and quiet < 2:
+        quiet = quiet + 1 if busy_cores(1.0) < QUIET else 0
+    return time.perf_counter() - t0
+
+
+QUIET = 0.25  # foreign cores below which a timing counts as clean
+
+
+def timed_call(fn, a, slow_seconds=30.0):
+    """Time fn() on a quiet machine: wait for quiet before each attempt, redo an attempt that other work
+    disturbed (>= QUIET foreign cores), up to --profile-attempts; --profile-repeats clean ones (one when slow).
+    Returns (best seconds, all attempts [{seconds, foreign_cores}], clean?)."""
+    attempts, clean = [], []
+    for _ in range(a.profile_attempts):
+        waited = wait_quiet(a.profile_wait_quiet) if a.profile_wait_quiet > 0 else 0.0
+        m = Meter(peak=False)
+        fn()
+        r = m.stop()
+        attempts.append({"seconds": r["seconds"], "foreign_cores": r["foreign_cores"], "steal_cores": r["steal_cores"],
+                         "waited": round(waited, 1)})
+        if r["foreign_cores"] < QUIET:
+            clean.append(r["seconds"])
+        if len(clean) >= a.profile_repeats or (clean and clean[-1] > slow_seconds):
+            break
+    if clean:
+        return min(clean), attempts, True
+    return min(x["seconds"] for x in attempts), attempts, False
+
+
+def rel_err(out, ref):
+    num = math.sqrt(sum(float(((o - q) ** 2).sum()) for o, q in zip(out, ref)))
+    den = math.sqrt(sum(float((q ** 2).sum()) for q in ref))
+    return num / den if den > 0 else num
+
+
+def measure(pb, k, a):
+    """Seconds per product at batch width k on pb's images, its extra peak RSS, and exactness."""
     torch.manual_seed(k)
     vs = [torch.randn((k,) + tuple(p.shape)).to(pb.dtype) for p in pb.params]
-    best, peak, err, foreign = None, None, None, []
-    for r in range(repeats):
-        malloc_trim()
-        reset_hwm()
-        base = rss_now_bytes()
-        m = Meter()
-        t0 = time.perf_counter()
-        if k == 1:
-            out = [h.unsqueeze(0) for h in pb.hvp([v[0] for v in vs])]
-        else:
-            out = pb.hvp_batched(vs)
-        dt = time.perf_counter() - t0
-        foreign.append(m.stop()["foreign_cores"])
-        hwm = rss_hwm_bytes()
-        if hwm is not None and base is not None:
-            peak = max(peak or 0, hwm - base)
-        best = dt if best is None else min(best, dt)
-        if r == 0 and k > 1:
-            # exactness of the batched product: its first column against a single product
-            ref = pb.hvp([v[0] for v in vs])
-            num = math.sqrt(sum(float(((o[0] - q) ** 2).sum()) for o, q in zip(out, ref)))
-            den = math.sqrt(sum(float((q ** 2).sum()) for q in ref))
-            err = num / den if den > 0 else num
-        del out
-        if dt > slow_seconds:
-            break
-    return {"width": k, "seconds_per_call": best, "seconds_per_product": best / k,
-            "peak_extra_rss_bytes": peak, "rel_err_vs_single": err, "foreign_cores": foreign}
+    single = [v[0] for v in vs]
+    # Memory first, once, from a trimmed heap: RSS growth over the call.
+    malloc_trim()
+    reset_hwm()
+    base = rss_now_bytes()
+    out = pb.hvp(single) if k == 1 else pb.hvp_batched(vs)
+    hwm = rss_hwm_bytes()
+    peak = hwm - base if hwm is not None and base is not None else None
+    err = rel_err([o[0] for o in out], pb.hvp(single)) if k > 1 else None
+    del out
+    fn = (lambda: pb.hvp(single)) if k == 1 else (lambda: pb.hvp_batched(vs))
+    best, attempts, clean = timed_call(fn, a)
+    return {"width": k, "images": int(pb.x.shape[0]), "seconds_per_call": best, "seconds_per_product": best / k,
+            "clean": clean, "attempts": attempts, "peak_extra_rss_bytes": peak, "rel_err_vs_single": err}
+
+
+def show(r):
+    print("profile: {} {:>3} images width {:>2}: {:.3f} s per product{}, +{:.2f} GB{}".format(
+        r["dtype"], r["images"], r["width"], r["seconds_per_product"], "" if r["clean"] else " (NOISY)",
+        (r["peak_extra_rss_bytes"] or 0) / 1e9,
+        "" if r["rel_err_vs_single"] is None else ", rel err vs single {:.1e}".format(r["rel_err_vs_single"])),
+        flush=True)
 
 
 def run_profile(a, rec):
-    widths = [int(w) for w in a.profile_widths.split(",")]
+    widths = [int(w) for w in a.profile_widths.split(",") if w]
+    counts = [int(c) for c in a.profile_counts.split(",") if c]
     torch.set_num_threads(a.profile_threads)
-    prof = {"threads": a.profile_threads, "method_batched": "functorch.vmap over torch.autograd.grad "
-            "(grad_outputs batched, the kept first-order graph; dhess's batching)", "runs": []}
+    rec["threads"] = torch.get_num_threads()
+    prof = {"threads": a.profile_threads, "quiet_below_foreign_cores": QUIET,
+            "method_batched": "functorch.vmap over torch.autograd.grad of the kept gradient (grad_outputs "
+                              "batched; the batching dhess does in C++)",
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+            "runs": [], "op_profiles": []}
     rec["hvp_profile"] = prof
     for dname in a.profile_dtypes.split(","):
         dtype = getattr(torch, dname)
-        # The real per-product cost: the whole data set, width 1.
-        pb = Problem(a.model, a.data, dtype)
-        m = Meter()
-        pb.build_graph()
-        g = m.stop()
-        full = time_width(pb, 1, a.profile_repeats + 1)
-        full.update({"dtype": dname, "images": int(pb.x.shape[0]), "graph_seconds": g["seconds"],
-                     "graph_peak_rss_bytes": g["peak_rss_bytes"]})
-        full["profile"] = profile_ops(lambda: pb.hvp(pb.randn()), a.profile_top)
-        prof["runs"].append(full)
-        print("profile: {} {} images width 1: {:.3f} s per product, foreign cores {}".format(
-            dname, full["images"], full["seconds_per_product"], full["foreign_cores"]), flush=True)
-        del pb
-        # The width sweep on a subset (width 64 on all 200 images would need ~64x the activations).
-        pb = Problem(a.model, a.data, dtype, images=a.profile_images)
-        pb.build_graph()
-        for k in widths:
-            r = time_width(pb, k, a.profile_repeats)
-            r.update({"dtype": dname, "images": int(pb.x.shape[0])})
-            if k == a.profile_op_width and k > 1:
-                vs = [torch.randn((k,) + tuple(p.shape)).to(dtype) for p in pb.params]
-                r["profile"] = profile_ops(lambda: pb.hvp_batched(vs), a.profile_top)
+        # Width 1 by image count: the cost of one product on a shard of that many images.
+        for c in counts:
+            pb = Problem(a.model, a.data, dtype, images=c)
+            m = Meter()
+            pb.build_graph()
+            g = m.stop()
+            r = measure(pb, 1, a)
+            r.update({"dtype": dname, "sweep": "images", "graph_seconds": g["seconds"],
+                      "graph_peak_rss_bytes": g["peak_rss_bytes"]})
             prof["runs"].append(r)
-            print("profile: {} {} images width {}: {:.3f} s per product, +{:.2f} GB, rel err {}, foreign cores {}"
-                  .format(dname, r["images"], k, r["seconds_per_product"], (r["peak_extra_rss_bytes"] or 0) / 1e9,
-                          r["rel_err_vs_single"], r["foreign_cores"]), flush=True)
-        del pb
+            show(r)
+            if c == a.profile_op_images:
+                wait_quiet(a.profile_wait_quiet)
+                op = profile_ops(lambda: pb.hvp(pb.randn()), a.profile_top)
+                op.update({"dtype": dname, "images": c, "width": 1})
+                prof["op_profiles"].append(op)
+            del pb
+        # Batch widths on a subset (width 64 on all 200 images would need ~64x the activations).
+        if widths:
+            pb = Problem(a.model, a.data, dtype, images=a.profile_images)
+            pb.build_graph()
+            for k in widths:
+                r = measure(pb, k, a)
+                r.update({"dtype": dname, "sweep": "width"})
+                prof["runs"].append(r)
+                show(r)
+                if k == a.profile_op_width:
+                    vs = [torch.randn((k,) + tuple(p.shape)).to(dtype) for p in pb.params]
+                    wait_quiet(a.profile_wait_quiet)
+                    op = profile_ops(lambda: pb.hvp_batched(vs), a.profile_top)
+                    op.update({"dtype": dname, "images": int(pb.x.shape[0]), "width": k})
+                    prof["op_profiles"].append(op)
+            del pb
 
 
 def main():
@@ -484,9 +556,14 @@ def main():
     ap.add_argument("--profile-widths", default="1,4,16,64")
     ap.add_argument("--profile-dtypes", default="float32,float64")
     ap.add_argument("--profile-images", type=int, default=50, help="images for the width sweep")
+    ap.add_argument("--profile-counts", default="25,50,100,200", help="image counts for the width-1 sweep")
     ap.add_argument("--profile-threads", type=int, default=1)
-    ap.add_argument("--profile-repeats", type=int, default=2)
-    ap.add_argument("--profile-op-width", type=int, default=16, help="also torch.profiler on this width")
+    ap.add_argument("--profile-repeats", type=int, default=2, help="clean timings wanted per point")
+    ap.add_argument("--profile-attempts", type=int, default=4, help="timings tried per point at most")
+    ap.add_argument("--profile-wait-quiet", type=float, default=120.0,
+                    help="before each timing, wait at most this long for other work to stop")
+    ap.add_argument("--profile-op-images", type=int, default=200, help="torch.profiler at width 1 on this many")
+    ap.add_argument("--profile-op-width", type=int, default=16, help="and at this width on --profile-images")
     ap.add_argument("--profile-top", type=int, default=15)
     a = ap.parse_args()
 

@@ -89,6 +89,23 @@ TEST(Solver, AutomaticChoiceFollowsTheRequest) {
   EXPECT_FALSE(elpa_accepts(64, 1, 4, 200));  // a process column without a block
   EXPECT_THROW(parse_solver("magma"), UsageError);
   EXPECT_EQ(parse_solver("lapack"), Solver::lapack);
+  EXPECT_EQ(parse_solver("lowrank"), Solver::lowrank);
+}
+
+// Where the rank-revealing sketch runs, and its bound: n / 16 before --solver auto's full solver
+// (float64, no null-space vectors asked for, n >= 2,048), n / 4 for --solver lowrank.
+TEST(Solver, LowRankSketchBound) {
+  const auto values = parse_eigen_request("values"), top = parse_eigen_request("top:3");
+  EXPECT_EQ(lowrank_sketch_columns(Solver::automatic, values, Dtype::float64, 2560), 160);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::automatic, top, Dtype::float64, 2560), 160);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::automatic, values, Dtype::float64, 2047), 0);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::automatic, values, Dtype::float32, 2560), 0);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::automatic, parse_eigen_request("all"), Dtype::float64, 2560), 0);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::elpa, values, Dtype::float64, 2560), 0);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::lowrank, values, Dtype::float64, 2560), 640);
+  EXPECT_EQ(lowrank_sketch_columns(Solver::lowrank, values, Dtype::float64, 343), 256);
+  EXPECT_THROW(check_solver(Solver::lowrank, parse_eigen_request("all"), 64, 1, 2, 5000), UsageError);
+  EXPECT_THROW(resolve_solver(Solver::lowrank, values, 64, 1, 2, 5000, Dtype::float32), UsageError);
 }
 
 TEST(Layout, OffsetsFollowInsertionOrder) {

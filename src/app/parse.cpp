@@ -44,8 +44,9 @@ Solver parse_solver(const std::string& text) {
                          {"pdsyevd", Solver::pdsyevd},
                          {"pdsyevr", Solver::pdsyevr},
                          {"elpa", Solver::elpa},
-                         {"lapack", Solver::lapack}},
-                        "auto, pdsyevd, pdsyevr, elpa, lapack");
+                         {"lapack", Solver::lapack},
+                         {"lowrank", Solver::lowrank}},
+                        "auto, pdsyevd, pdsyevr, elpa, lapack, lowrank");
 }
 
 std::pair<int, int> parse_grid(const std::string& text, int ranks) {

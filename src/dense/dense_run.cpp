@@ -72,7 +72,10 @@ class DenseRun {
 
   // What a saved H is valid for.
   json distribution() const {
-    return {{"ranks", r_.size}, {"grid", {s_.rows, s_.cols}}, {"block", s_.block}, {"n", s_.n},
+    return {{"ranks", r_.size},
+            {"grid", {s_.rows, s_.cols}},
+            {"block", s_.block},
+            {"n", s_.n},
             {"element_bytes", sizeof(T)}};
   }
 
@@ -88,8 +91,9 @@ class DenseRun {
     stats_.panel_width = s_.engine->panel_width();
     timings_["hvp"] = 0.0;
     timings_["redistribution"] = 0.0;
-    say(r_, o_, "dhess: the symmetrized Hessian comes from checkpoint '" + checkpoint_->dir() +
-                    "' (saved before an interrupted eigensolver): no Hessian-vector product\n");
+    say(r_, o_,
+        "dhess: the symmetrized Hessian comes from checkpoint '" + checkpoint_->dir() +
+            "' (saved before an interrupted eigensolver): no Hessian-vector product\n");
     phase_peak("restore_hessian");
     return true;
   }
@@ -151,12 +155,34 @@ class DenseRun {
     {
       StopWatch watch("stopped by a signal during the eigensolver; " + kept_text("the assembled Hessian is"),
                       r_.root());
-      spectrum = solve(grid_, h, s_.request, s_.solver);
+      spectrum = solve(grid_, h, s_.request, s_.solver, s_.sketch_columns);
     }
     h.release();
     timings_["eigensolver"] = MPI_Wtime() - t;
     phase_peak("eigensolver");
+    if (spectrum.lowrank.tried) report_lowrank(spectrum.lowrank, spectrum.routine);
     return spectrum;
+  }
+
+  // What the rank-revealing sketch found, and who answered when it stopped at its bound.
+  void report_lowrank(const LowRankReport& l, const std::string& routine) {
+    json j = {{"answered", l.answered},
+              {"rank", l.rank},
+              {"sketch_products", l.sketch_columns},
+              {"sketch_bound", s_.sketch_columns},
+              {"seconds", l.seconds}};
+    if (l.answered) {
+      j["certificate"] = l.certificate;
+      j["zero_eigenvalues"] = s_.n - l.rank;
+      say(r_, o_,
+          "dhess: lowrank: rank " + std::to_string(l.rank) + " of " + std::to_string(s_.n) + ", the other " +
+              std::to_string(s_.n - l.rank) + " eigenvalues are zero within " + std::to_string(l.certificate) +
+              " max|lambda| (certified with fresh probes), " + std::to_string(l.sketch_columns) + " products\n");
+    } else {
+      j["why_not"] = l.why_not;
+      say(r_, o_, "dhess: lowrank did not answer: " + l.why_not + "; " + routine + " did\n");
+    }
+    summary_["lowrank"] = j;
   }
 
   void report(const Spectrum<T>& spectrum) {

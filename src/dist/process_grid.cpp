@@ -24,11 +24,14 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, int rows, int cols) : comm_(comm), rows_
   Cblacs_gridinit(&context_, "R", rows, cols);
   row_context_ = system_handle_;
   Cblacs_gridinit(&row_context_, "R", 1, size_);
+  column_context_ = system_handle_;
+  Cblacs_gridinit(&column_context_, "C", size_, 1);
   int r = 0, c = 0;
   Cblacs_gridinfo(context_, &r, &c, &my_row_, &my_col_);
 }
 
 ProcessGrid::~ProcessGrid() {
+  Cblacs_gridexit(column_context_);
   Cblacs_gridexit(row_context_);
   Cblacs_gridexit(context_);
   Cfree_blacs_system_handle(system_handle_);

@@ -1,5 +1,7 @@
 #include "dhess/dist/row_shard.hpp"
 
+#include <algorithm>
+
 namespace dhess {
 
 RowShard RowShard::of(int64_t n, int rank, int size) {
@@ -7,6 +9,15 @@ RowShard RowShard::of(int64_t n, int rank, int size) {
   s.n = n;
   s.begin = n * rank / size;
   s.end = n * (rank + 1) / size;
+  return s;
+}
+
+RowShard RowShard::blocks(int64_t n, int rank, int size) {
+  const int64_t block = (n + size - 1) / size;
+  RowShard s;
+  s.n = n;
+  s.begin = std::min(n, block * rank);
+  s.end = std::min(n, s.begin + block);
   return s;
 }
 

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "dhess/core/errors.hpp"
 #include "dhess/dist/process_grid.hpp"
+#include "dhess/linalg/lowrank.hpp"
 #include "scalapack.hpp"
 
 namespace dhess {
@@ -44,6 +46,7 @@ const char* solver_name(Solver solver) {
     case Solver::pdsyevr: return "pdsyevr";
     case Solver::elpa: return "elpa";
     case Solver::lapack: return "lapack";
+    case Solver::lowrank: return "lowrank";
   }
   return "?";
 }
@@ -84,6 +87,11 @@ Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int 
 }
 
 void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n) {
+  if (solver == Solver::lowrank && request.kind == EigenRequest::Kind::all)
+    throw UsageError(
+        "--solver lowrank answers --eigen values, top:K and bottom:K: all eigenpairs need a basis of the "
+        "null space, n x (n - rank) (" +
+        std::to_string(n) + " rows); use auto, pdsyevd or elpa");
   if (solver == Solver::elpa && !elpa_accepts(block, grid_rows, grid_cols, n))
     throw UsageError(
         "--solver elpa needs a power-of-two --block with at least one block per process row and column "
@@ -308,22 +316,65 @@ template <typename T>
 Spectrum<T> run_elpa(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request);
 #endif
 
+namespace {
+
+// The rank-revealing solver's answer where its sketch of up to `sketch_columns` vectors holds H's
+// range and the request's eigenpairs are nonzero ones; unset otherwise, with `report` saying why.
+std::optional<Spectrum<double>> try_lowrank(const ProcessGrid& grid, const BlockCyclicMatrix<double>& h,
+                                            const EigenRequest& request, int64_t sketch_columns,
+                                            LowRankReport& report) {
+  const double t = MPI_Wtime();
+  RangeFinderOptions options;
+  options.max_columns = sketch_columns;
+  options.when_full = RangeFinderOptions::WhenFull::give_up;
+  std::optional<Spectrum<double>> answer = lowrank_solve(grid, h, request, options, report);
+  report.seconds = MPI_Wtime() - t;
+  return answer;
+}
+
+// The full solvers (pdsyevd has no values-only mode and no index range: those go to pdsyevr).
 template <typename T>
-Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver) {
-  if (h.row_block() != h.col_block()) throw InternalError("the eigensolvers need square blocks");
-  if (request.kind == EigenRequest::Kind::none) return {};
-  if (solver == Solver::automatic) throw InternalError("solve() needs a resolved solver (resolve_solver)");
-  check_eigen_request(request, h.rows());
-  check_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
+Spectrum<T> solve_full(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver) {
   switch (solver) {
     case Solver::elpa: return run_elpa(grid, h, request);
     case Solver::lapack: return run_lapack(grid, h, request);
     case Solver::pdsyevd:
       if (request.kind == EigenRequest::Kind::all) return run_pdsyevd(grid, h);
-      // pdsyevd has no values-only mode and no index range: those go to pdsyevr.
       return run_pdsyevr(grid, h, request);
     default: return run_pdsyevr(grid, h, request);
   }
+}
+
+}  // namespace
+
+int64_t lowrank_sketch_columns(Solver wanted, const EigenRequest& request, Dtype dtype, int64_t n) {
+  if (wanted == Solver::lowrank) return std::max(n / 4, std::min<int64_t>(n, 256));
+  const bool eligible = request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::top ||
+                        request.kind == EigenRequest::Kind::bottom;
+  return wanted == Solver::automatic && dtype == Dtype::float64 && eligible && n >= 2048 ? n / 16 : 0;
+}
+
+template <typename T>
+Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
+                  int64_t sketch_columns) {
+  if (h.row_block() != h.col_block()) throw InternalError("the eigensolvers need square blocks");
+  if (request.kind == EigenRequest::Kind::none) return {};
+  if (solver == Solver::automatic) throw InternalError("solve() needs a resolved solver (resolve_solver)");
+  check_eigen_request(request, h.rows());
+  check_solver(solver, request, h.row_block(), grid.rows(), grid.cols(), h.rows());
+  LowRankReport lowrank;
+  if constexpr (std::is_same_v<T, double>) {
+    if (sketch_columns > 0) {
+      lowrank.tried = true;
+      if (auto answer = try_lowrank(grid, h, request, sketch_columns, lowrank)) {
+        answer->lowrank = lowrank;
+        return std::move(*answer);
+      }
+    }
+  }
+  Spectrum<T> spectrum = solve_full(grid, h, request, solver == Solver::lowrank ? Solver::pdsyevr : solver);
+  spectrum.lowrank = lowrank;
+  return spectrum;
 }
 
 namespace {
@@ -346,6 +397,7 @@ int64_t workspace_elements(Solver chosen, const EigenRequest& request, int64_t n
   // ELPA 2-stage, measured above H itself (bench/RESULTS.md, sections b, d, e): 3.5-3.75 H shares
   // for n = 2,000 to 12,000, 2.5 at n = 16,325 and 23,365, on 1 and 2 ranks, random and real
   // Hessians alike. 3.2 keeps the plan within 10% below and 20% above the peak across both regimes.
+  if (chosen == Solver::lowrank) return 0;  // its sketch: sketch_elements
   if (chosen == Solver::elpa && !request.wants_vectors()) return 16 * share / 5 + 8 * n;
   if (chosen == Solver::elpa) return 2 * share + 8 * n;
   if (chosen == Solver::pdsyevd && request.kind == EigenRequest::Kind::all) return 1 + 6 * n + 2 * share + 2 * n;
@@ -354,6 +406,12 @@ int64_t workspace_elements(Solver chosen, const EigenRequest& request, int64_t n
            (2 + ceil_div(request.count(n), static_cast<int64_t>(grid_rows) * grid_cols)) * n;
   return 2 + 5 * n + std::max<int64_t>(12 * n, block * (np + 1));
 }
+
+// The rank-revealing solver's memory at its sketch bound k, in row blocks of n / P rows: the
+// basis (its vector's growth may hold two), the last sketch block with its Gaussian vectors and
+// their copies in H's layout for pdgemm, then H·Q and the eigenvectors; B = QᵀHQ and its
+// eigenvectors whole on every rank.
+int64_t sketch_elements(int64_t n, int64_t ranks, int64_t k) { return 6 * k * ceil_div(n, ranks) + 2 * k * k; }
 
 constexpr int64_t int32_max = 2147483647;
 
@@ -376,17 +434,17 @@ std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, i
                         int grid_cols) {
   if (request.kind == EigenRequest::Kind::none) return "";
   if (solver == Solver::lapack)
-    return lapack_accepts(request, n) ? ""
-                                      : "LAPACK's n^2 matrix" +
-                                            std::string(request.kind == EigenRequest::Kind::all ? " and 2n^2 workspace"
-                                                                                                : "") +
-                                            " would pass 2^31 - 1 elements";
+    return lapack_accepts(request, n)
+               ? ""
+               : "LAPACK's n^2 matrix" +
+                     std::string(request.kind == EigenRequest::Kind::all ? " and 2n^2 workspace" : "") +
+                     " would pass 2^31 - 1 elements";
   const int64_t np = CyclicAxis{n, block, grid_rows, 0}.local_extent(0);
   const int64_t nq = CyclicAxis{n, block, grid_cols, 0}.local_extent(0);
   if (np * nq > int32_max)
     return "a rank's share of H would be " + std::to_string(np) + " x " + std::to_string(nq) + " = " +
            std::to_string(np * nq) + " elements, past the 2^31 - 1 a 32-bit (LP64) ScaLAPACK or ELPA can index";
-  if (solver == Solver::elpa) return "";  // ELPA allocates its own workspace
+  if (solver == Solver::elpa || solver == Solver::lowrank) return "";  // no LWORK: they allocate their own
   const int64_t lwork = workspace_elements(solver, request, n, block, grid_rows, grid_cols);
   if (lwork > int32_max)
     return std::string(solver_name(solver)) + "'s workspace would be " + std::to_string(lwork) +
@@ -395,10 +453,11 @@ std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, i
 }
 
 std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
-                                   int grid_cols, std::size_t element_bytes) {
+                                   int grid_cols, std::size_t element_bytes, int64_t sketch_columns) {
   if (request.kind == EigenRequest::Kind::none) return 0;
   const Solver chosen = choose_solver(solver, request, block, grid_rows, grid_cols, n);
-  const int64_t elements = workspace_elements(chosen, request, n, block, grid_rows, grid_cols);
+  const int64_t elements = std::max(workspace_elements(chosen, request, n, block, grid_rows, grid_cols),
+                                    sketch_elements(n, static_cast<int64_t>(grid_rows) * grid_cols, sketch_columns));
   const int64_t integers = chosen == Solver::lapack ? 10 * n : 12 * n;
   return static_cast<std::size_t>(elements) * element_bytes + static_cast<std::size_t>(integers) * sizeof(int);
 }
@@ -423,6 +482,8 @@ Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int
     throw UsageError(
         "--solver elpa fails in single precision with Debian's ELPA (ELPA_ERROR_DURING_COMPUTATION); "
         "with --dtype float32 use auto, pdsyevd, pdsyevr or lapack");
+  if (wanted == Solver::lowrank && dtype == Dtype::float32)
+    throw UsageError("--solver lowrank certifies its range in float64; use --dtype float64");
   check_solver(wanted, request, block, grid_rows, grid_cols, n);
   Solver chosen = choose_solver(wanted, request, block, grid_rows, grid_cols, n);
   if (chosen == Solver::elpa && dtype == Dtype::float32)
@@ -452,7 +513,7 @@ std::string int32_refusal(Solver solver, const EigenRequest& request, int64_t n,
          (request.wants_vectors() ? ", or --eigen values" : "");
 }
 
-template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver);
-template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver);
+template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver, int64_t);
+template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver, int64_t);
 
 }  // namespace dhess

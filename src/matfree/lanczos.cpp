@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dhess/linalg/probes.hpp"
 #include "dhess/linalg/sharded.hpp"
-#include "probes.hpp"
 
 namespace dhess {
 namespace {

@@ -38,7 +38,7 @@ double largest_phase(const SpectrumPlan& p) { return std::max({p.lanczos, p.slq,
 int64_t widest_product(const SpectrumOptions& so) {
   const int64_t t = so.trace_probes, third = std::max<int64_t>(1, t / 3);
   const int64_t hutchpp = std::max(third, t - 2 * third);
-  const int64_t trace = so.trace_estimator == TraceEstimator::hutchpp ? hutchpp
+  const int64_t trace = so.trace_estimator == TraceEstimator::hutchpp      ? hutchpp
                         : so.trace_estimator == TraceEstimator::hutchinson ? t
                                                                            : std::max(t, hutchpp);
   const int64_t diagonal = so.diagonal == DiagonalMode::none ? 0 : so.diagonal == DiagonalMode::hutchinson ? 16 : 64;

@@ -1,8 +1,8 @@
 #include "dhess/matfree/spectrum_run.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -13,8 +13,8 @@
 #include "dhess/core/memory.hpp"
 #include "dhess/io/checkpoint.hpp"
 #include "dhess/io/json_file.hpp"
+#include "dhess/linalg/range_finder.hpp"
 #include "dhess/matfree/data_parallel_operator.hpp"
-#include "dhess/matfree/range_finder.hpp"
 #include "dhess/matfree/spectrum_plan.hpp"
 #include "dhess/matfree/trace.hpp"
 #include "dhess/run/feasibility.hpp"
@@ -37,8 +37,8 @@ std::string trace_line(const json& t) {
   if (t["exact"].get<bool>())
     return "  trace: " + number(t["value"]) + " (" + t["method"].get<std::string>() + ")" +
            (estimates.empty() ? "" : "; estimates: " + estimates) + "\n";
-  return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" +
-         t["method"].get<std::string>() + ")\n";
+  return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" + t["method"].get<std::string>() +
+         ")\n";
 }
 
 std::string scientific(double v) {
@@ -104,7 +104,7 @@ class SpectrumRun {
   void stop_if_asked(const std::string& when) const {
     if (!stop_requested(r_.comm)) return;
     const std::string kept = finished_.empty() ? "no phase had finished, so nothing was kept"
-                             : checkpoint_ ? "finished phases (" + finished_ + ") are in checkpoint '" +
+                             : checkpoint_     ? "finished phases (" + finished_ + ") are in checkpoint '" +
                                                  checkpoint_->dir() + "': rerun the same command with --resume"
                                            : std::string("no --checkpoint was given, so nothing was kept");
     Interrupted stop("stopped by a signal " + when + "; " + kept);
@@ -287,18 +287,22 @@ class SpectrumRun {
          {{"bound", s.bound},
           {"relative", s.norm > 0 ? s.bound / s.norm : 0.0},
           {"probes", 16},
-          {"definition", "||(I - QQ^T) H||_2 <= bound with probability >= 1 - 1e-16 (Halko, Martinsson, Tropp 2011, "
-                         "Lemma 4.1, from fresh Gaussian probes); every eigenvalue is within it of the reported "
-                         "one, the unreported ones of zero"}}}};
-    summary_["eigenvalues"] = {{"count", count},         {"negative", negative},  {"positive", count - negative},
-                               {"near_zero", shard_.n - count}};
+          {"definition",
+           "||(I - QQ^T) H||_2 <= bound with probability >= 1 - 1e-16 (Halko, Martinsson, Tropp 2011, "
+           "Lemma 4.1, from fresh Gaussian probes); every eigenvalue is within it of the reported "
+           "one, the unreported ones of zero"}}}};
+    summary_["eigenvalues"] = {
+        {"count", count}, {"negative", negative}, {"positive", count - negative}, {"near_zero", shard_.n - count}};
     if (count > 0) {
       summary_["eigenvalues"]["largest"] = s.values.back();
       summary_["eigenvalues"]["smallest"] = s.values.front();
     }
     double sum = 0;
     for (double v : s.values) sum += v;
-    summary_["trace"] = {{"value", sum}, {"exact", true}, {"stderr", 0.0}, {"bound", static_cast<double>(shard_.n) * s.bound},
+    summary_["trace"] = {{"value", sum},
+                         {"exact", true},
+                         {"stderr", 0.0},
+                         {"bound", static_cast<double>(shard_.n) * s.bound},
                          {"method", "sum of the nonzero eigenvalues (certified range)"}};
     results_.values = s.values;
     results_.vectors = s.vectors;
@@ -374,12 +378,13 @@ class SpectrumRun {
 
   json precision() const {
     const bool single = o_.problem.dtype == Dtype::float32;
-    return {{"products", dtype_name(o_.problem.dtype)},
-            {"vectors_and_recurrences", "float64"},
-            {"accuracy", single ? "float32 products: on the model zoo (tests/e2e/test_zoo.py) the top eigenvalues and the "
-                                  "trace stay within 1e-5 relative of float64 products (measured: below 4e-7); "
-                                  "the default --tol is 1e-5"
-                                : "float64 throughout"}};
+    return {
+        {"products", dtype_name(o_.problem.dtype)},
+        {"vectors_and_recurrences", "float64"},
+        {"accuracy", single ? "float32 products: on the model zoo (tests/e2e/test_zoo.py) the top eigenvalues and the "
+                              "trace stay within 1e-5 relative of float64 products (measured: below 4e-7); "
+                              "the default --tol is 1e-5"
+                            : "float64 throughout"}};
   }
 
   std::string closing_text(const std::vector<std::string>& files) const {
@@ -392,10 +397,10 @@ class SpectrumRun {
       text += "\n";
     }
     if (so_.nonzero)
-      text += "  every nonzero eigenvalue: " + std::to_string(nonzero_.values.size()) + " of n = " +
-              std::to_string(shard_.n) + " (certified range of dimension " + std::to_string(nonzero_.rank) +
-              " from " + std::to_string(nonzero_.sketch_columns) + " products; the others are zero within " +
-              scientific(nonzero_.bound) + ")\n";
+      text += "  every nonzero eigenvalue: " + std::to_string(nonzero_.values.size()) +
+              " of n = " + std::to_string(shard_.n) + " (certified range of dimension " +
+              std::to_string(nonzero_.rank) + " from " + std::to_string(nonzero_.sketch_columns) +
+              " products; the others are zero within " + scientific(nonzero_.bound) + ")\n";
     if (summary_.contains("trace")) text += trace_line(summary_["trace"]);
     text += "  results in " + o_.out + ":";
     for (const auto& f : files) text += " " + f;

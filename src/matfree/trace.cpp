@@ -5,8 +5,8 @@
 #include <limits>
 #include <numeric>
 
+#include "dhess/linalg/probes.hpp"
 #include "dhess/linalg/sharded.hpp"
-#include "probes.hpp"
 
 namespace dhess {
 namespace {

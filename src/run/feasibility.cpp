@@ -34,7 +34,8 @@ void agree_on_plan(MPI_Comm comm, MemoryPlan& m) {
 }
 
 MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, const MemoryBudget& budget) {
-  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, o.problem.dtype, s.panel, budget);
+  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, s.sketch_columns, o.problem.dtype, s.panel,
+                     budget);
 }
 
 // The text of the rank that holds `value`'s minimum, on every rank.
@@ -100,13 +101,18 @@ std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Pro
 }  // namespace
 
 nlohmann::json MemoryPlan::to_json() const {
-  return {{"hessian_share", h}, {"eigenvectors_share", z}, {"solver_workspace", workspace}, {"panel", panel},
-          {"process", baseline},   {"total", total},        {"available", available},
+  return {{"hessian_share", h},
+          {"eigenvectors_share", z},
+          {"solver_workspace", workspace},
+          {"panel", panel},
+          {"process", baseline},
+          {"total", total},
+          {"available", available},
           {"available_source", available_source}};
 }
 
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget) {
+                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget) {
   const double elem = static_cast<double>(dtype_bytes(dtype));
   MemoryPlan m;
   auto local = [&](int procs) {
@@ -120,7 +126,8 @@ MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequ
         : !lapack                                 ? m.h
         : request.kind == EigenRequest::Kind::all ? 0
                                                   : static_cast<double>(n) * request.count(n) * elem;
-  m.workspace = static_cast<double>(solver_workspace_bytes(solver, request, n, block, rows, cols, dtype_bytes(dtype)));
+  m.workspace = static_cast<double>(
+      solver_workspace_bytes(solver, request, n, block, rows, cols, dtype_bytes(dtype), sketch_columns));
   // The panel, its products and the backward temporaries, as measured on the model (HvpEngine).
   m.panel = panel.per_product +
             static_cast<double>(panel.panel) * std::max(panel.per_column, 4.0 * static_cast<double>(n) * elem);
@@ -151,6 +158,7 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
     s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
+    s.sketch_columns = lowrank_sketch_columns(o.solver, s.request, o.problem.dtype, s.n);
   });
   const MemoryBudget budget = memory_per_rank(o, ranks_on_node, r.comm);
   s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes, s.panel);
@@ -173,8 +181,8 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
         choose_solver(o.solver == Solver::lapack ? Solver::automatic : o.solver, s.request, s.block, rows, cols, s.n);
     if (solver == Solver::elpa && o.problem.dtype == Dtype::float32)
       solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
-    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, o.problem.dtype, s.panel,
-                                     {s.plan.available, s.plan.available_source});
+    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, s.sketch_columns, o.problem.dtype,
+                                     s.panel, {s.plan.available, s.plan.available_source});
     if (m.total - m.baseline + s.plan.baseline <= s.plan.available &&
         int32_limit(solver, s.request, s.n, s.block, rows, cols).empty())
       break;
@@ -192,7 +200,8 @@ std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
   return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
          ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
-         " is available per rank (" + m.available_source + "); use about " + std::to_string(ranks_that_fit(o, s, ranks)) +
+         " is available per rank (" + m.available_source + "); use about " +
+         std::to_string(ranks_that_fit(o, s, ranks)) +
          " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
 }
 

@@ -442,6 +442,14 @@ class BadInputs(unittest.TestCase):
     def test_elpa_solver_with_a_block_it_does_not_take(self):
         self.expect_error(64, self.linear(**{"--solver": "elpa", "--block": "3"}), "--solver elpa", "block 3")
 
+    def test_lowrank_solver_asked_for_all_eigenpairs(self):
+        self.expect_error(64, self.linear(**{"--solver": "lowrank", "--eigen": "all"}), "--solver lowrank",
+                          "null space")
+
+    def test_lowrank_solver_in_float32(self):
+        self.expect_error(64, self.linear(**{"--solver": "lowrank", "--dtype": "float32"}), "--solver lowrank",
+                          "float64")
+
     def test_unknown_hvp_mode(self):
         self.expect_error(64, self.linear(**{"--hvp-mode": "fast"}), "--hvp-mode 'fast'")
 

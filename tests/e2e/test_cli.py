@@ -214,10 +214,70 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("using " + fallback, out)
         s = json.load(open(os.path.join(self.out, "summary.json")))
         self.assertEqual(s["solver"], routine)
+        # n = 2,565 >= 2,048: the sketch tried first, up to n / 16 = 160 vectors, and stopped short of
+        # this H's rank (up to 672).
+        self.assertFalse(s["lowrank"]["answered"])
+        self.assertIn("more than", s["lowrank"]["why_not"])
         with h5py.File(os.path.join(self.out, "hessian.h5"), "r") as f:
             eig = np.linalg.eigvalsh(f["hessian"][:])
         w = np.load(os.path.join(self.out, "eigenvalues.npy"))
         self.assertLessEqual(np.abs(w - eig).max() / np.abs(eig).max(), 1e-9)
+
+    def test_lowrank_solver_is_exact_on_the_oracle(self):
+        # --solver lowrank on the convnet (n = 343, 92 nonzero eigenvalues, 40 of them negative).
+        args = ("--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"), "--loss", "cross_entropy",
+                "--solver", "lowrank")
+        eig, H = np.load(oracle("convnet_eig.npy")), np.load(oracle("convnet_H.npy"))
+        scale = np.abs(eig).max()
+        nonzero = int((np.abs(eig) > 1e-8 * scale).sum())
+        self.run_ok(*args, "--eigen", "values", "--out", self.out)
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        self.assertEqual(w.shape, eig.shape)
+        self.assertLessEqual(np.abs(w - eig).max(), 1e-9 * scale)
+        s = json.load(open(os.path.join(self.out, "summary.json")))
+        self.assertEqual(s["solver"], "lowrank")
+        self.assertEqual(s["lowrank"]["rank"], nonzero)
+        self.assertEqual(s["lowrank"]["zero_eigenvalues"], eig.size - nonzero)
+        self.assertEqual(int((w == 0).sum()), eig.size - nonzero)
+        self.assertLessEqual(s["lowrank"]["certificate"], 1e-9)
+        for req, ref in (("top:4", eig[-4:]), ("bottom:3", eig[:3])):
+            out = os.path.join(self.tmp.name, req.replace(":", "_"))
+            self.run_ok(*args, "--eigen", req, "--out", out)
+            w = np.load(os.path.join(out, "eigenvalues.npy"))
+            self.assertLessEqual(np.abs(w - ref).max(), 1e-9 * scale, req)
+            with h5py.File(os.path.join(out, "eigenvectors.h5"), "r") as f:
+                Z = f["eigenvectors"][:]
+            self.assertLessEqual(np.linalg.norm(H @ Z - Z * w, axis=0).max(), 1e-9 * scale, req)
+            self.assertLessEqual(np.abs(Z.T @ Z - np.eye(len(ref))).max(), 1e-9, req)
+        code, _, err = dhess(RANKS, *args, "--eigen", "all", "--out", os.path.join(self.tmp.name, "all"))
+        self.assertEqual(code, 64, err)
+        self.assertIn("null space", err)
+
+    def test_auto_solver_answers_a_low_rank_hessian_by_its_sketch(self):
+        # Softmax regression on 4 samples: n = 2,560, rank 36 < n / 16, so --solver auto's sketch answers.
+        args = ("--model", oracle("wide_softmax.pt"), "--data", oracle("wide_softmax_data.pt"), "--loss",
+                "cross_entropy")
+        eig, H = np.load(oracle("wide_softmax_eig.npy")), np.load(oracle("wide_softmax_H.npy"))
+        scale = np.abs(eig).max()
+        plan = self.plan(*args, "--eigen", "top:5")
+        self.assertEqual(plan["lowrank_sketch_bound"], 160)
+        self.assertIn("rank is at most 160", plan["lowrank_note"])
+        out, _ = self.run_ok(*args, "--eigen", "top:5", "--out", self.out)
+        self.assertIn("lowrank: rank 36 of 2560", out)
+        s = json.load(open(os.path.join(self.out, "summary.json")))
+        self.assertEqual(s["solver"], "lowrank")
+        w = np.load(os.path.join(self.out, "eigenvalues.npy"))
+        self.assertLessEqual(np.abs(w - eig[-5:]).max(), 1e-9 * scale)
+        with h5py.File(os.path.join(self.out, "eigenvectors.h5"), "r") as f:
+            Z = f["eigenvectors"][:]
+        self.assertLessEqual(np.linalg.norm(H @ Z - Z * w, axis=0).max(), 1e-9 * scale)
+        # The 3 smallest are zeros, whose vectors the sketch does not build: the full solver answers.
+        bottom = os.path.join(self.tmp.name, "bottom")
+        self.run_ok(*args, "--eigen", "bottom:3", "--out", bottom)
+        s = json.load(open(os.path.join(bottom, "summary.json")))
+        self.assertFalse(s["lowrank"]["answered"])
+        self.assertNotEqual(s["solver"], "lowrank")
+        self.assertLessEqual(np.abs(np.load(os.path.join(bottom, "eigenvalues.npy")) - eig[:3]).max(), 1e-9 * scale)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,13 @@ for i in range(o):
 np.save(os.path.join(OUT, "linear_closed_form.npy"), H)
 manifest["linear"] = {"n": n, "loss": "mse"}
 
+# Softmax regression on 4 samples: n = 255*10 + 10 = 2560, rank at most 4 * (10 - 1) = 36, so
+# --solver auto's rank-revealing sketch (up to n / 16 = 160 vectors) answers.
+x = torch.randn(4, 255)
+y = torch.randint(0, 10, (4,))
+H, _ = save_case("wide_softmax", nn.Linear(255, 10), [x], y, "cross_entropy")
+manifest["wide_softmax"] = {"n": H.shape[0], "loss": "cross_entropy"}
+
 with open(os.path.join(OUT, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2)
 print("oracle cases written to", OUT)

@@ -29,6 +29,8 @@ class ProcessGrid {
   int context() const { return context_; }
   // A 1×P context over the same ranks, rank order: where panels are computed.
   int row_context() const { return row_context_; }
+  // A P×1 context over the same ranks, rank order: row blocks, as vectors sharded by rows are held.
+  int column_context() const { return column_context_; }
 
  private:
   MPI_Comm comm_;
@@ -38,6 +40,7 @@ class ProcessGrid {
   int system_handle_ = -1;
   int context_ = -1;
   int row_context_ = -1;
+  int column_context_ = -1;
 };
 
 }  // namespace dhess

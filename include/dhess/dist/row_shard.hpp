@@ -14,6 +14,8 @@ struct RowShard {
   int64_t n = 0, begin = 0, end = 0;
   int64_t rows() const { return end - begin; }
   static RowShard of(int64_t n, int rank, int size);
+  // Blocks of ceil(n / size) rows, the last one short: a P×1 block-cyclic layout's rows.
+  static RowShard blocks(int64_t n, int rank, int size);
 };
 
 // Every rank's row count and first row, as MPI's v-collectives take them.

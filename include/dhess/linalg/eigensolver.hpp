@@ -24,7 +24,7 @@ struct EigenRequest {
 // Throws UsageError when K is outside [1, n].
 void check_eigen_request(const EigenRequest& request, int64_t n);
 
-enum class Solver { automatic, pdsyevd, pdsyevr, elpa, lapack };
+enum class Solver { automatic, pdsyevd, pdsyevr, elpa, lapack, lowrank };
 bool elpa_available();
 // The backend `automatic` resolves to for this request, grid and block size.
 Solver choose_solver(Solver wanted, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
@@ -40,8 +40,7 @@ void check_solver(Solver solver, const EigenRequest& request, int block, int gri
 // stay within 2^31 - 1 elements (the drivers form local offsets like A(IIA+(JJA-1)*LDA) in 32
 // bits) and every LWORK within 2^31 - 1 (tests/test_int32_limits.cpp finds where each breaks).
 // "" when `solver` can run n on this grid, else why not.
-std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
-                        int grid_cols);
+std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows, int grid_cols);
 // The backend a run uses: `wanted` checked (check_solver, Debian's ELPA refused in single
 // precision, where it fails), or automatic resolved for this dtype, taking a solver within the
 // 32-bit limits where its first choice is not. Throws UsageError for a solver that cannot run here.
@@ -52,21 +51,42 @@ Solver resolve_solver(Solver wanted, const EigenRequest& request, int block, int
 std::string int32_refusal(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
                           int grid_cols);
 
+// What the rank-revealing solver did where it ran: the nonzero eigenvalues it found (rank), the
+// products of its sketch and certificates, the certified ||(I - QQ^T) H|| relative to max|lambda|
+// and its seconds; answered false when it stopped at its sketch bound and another solver answered.
+struct LowRankReport {
+  bool tried = false, answered = false;
+  int64_t rank = 0, sketch_columns = 0;
+  double certificate = 0, seconds = 0;
+  std::string why_not;
+};
+
 template <typename T>
 struct Spectrum {
   std::vector<double> values;                     // ascending
   std::unique_ptr<BlockCyclicMatrix<T>> vectors;  // column first_column + i belongs to values[i]
   int64_t first_column = 0;
   std::string routine;  // e.g. "pdsyevd"
+  LowRankReport lowrank;
 };
 
-// Eigendecomposition of `h` (overwritten) by a resolved `solver` (resolve_solver). `h` must have
-// square blocks.
-template <typename T>
-Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver);
+// The most vectors the rank-revealing solver sketches before another solver answers instead; 0:
+// it does not run. --solver lowrank: n / 4, at least min(n, 256). --solver auto in float64 for --eigen
+// values, top:K and bottom:K at n >= 2,048: n / 16, where the sketch's products (about n / 8
+// columns of pdgemm, n^3 / 4 flops) cost a fifth of a tridiagonal reduction when the rank is
+// larger, and a rank below n / 50 makes it 10x faster than the reduction.
+int64_t lowrank_sketch_columns(Solver wanted, const EigenRequest& request, Dtype dtype, int64_t n);
 
-// Workspace bytes per rank the solver will ask for (for pre-flight planning).
+// Eigendecomposition of `h` (overwritten unless the sketch answers) by a resolved `solver`
+// (resolve_solver), after the rank-revealing sketch of up to `sketch_columns` vectors where that
+// is > 0 (float64 only). `h` must have square blocks.
+template <typename T>
+Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
+                  int64_t sketch_columns = 0);
+
+// Workspace bytes per rank the solver will ask for (for pre-flight planning), or the sketch of
+// `sketch_columns` vectors where that is larger (it is freed before the solver runs).
 std::size_t solver_workspace_bytes(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
-                                   int grid_cols, std::size_t element_bytes);
+                                   int grid_cols, std::size_t element_bytes, int64_t sketch_columns = 0);
 
 }  // namespace dhess

@@ -5,9 +5,14 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace dhess {
+
+// y_shard = H · x for k vectors given and returned as this rank's rows (column-major rows × k);
+// collective. What the matrix-free estimators and the range finder apply.
+using ShardedOperator = std::function<void(const double* x_shard, int64_t k, double* y_shard)>;
 
 double allsum(double v, MPI_Comm comm);
 void allsum(std::vector<double>& v, MPI_Comm comm);
@@ -29,8 +34,8 @@ std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t 
 int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& rank, std::vector<double>& block,
                                  int64_t k, double drop, MPI_Comm comm);
 // Qᵀ·W (rank × k, the same on every rank) for row-sharded Q (rows × rank) and W (rows × k). Collective.
-std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w,
-                                   int64_t k, MPI_Comm comm);
+std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w, int64_t k,
+                                   MPI_Comm comm);
 
 // Eigenvalues (ascending) and eigenvectors (column-major m × m) of a small symmetric matrix held
 // whole by every rank (LAPACK dsyevd): the same answer on every rank.

@@ -3,9 +3,8 @@
 // rank: the process with its first-order graph, the batched products (their width fitted to the
 // memory left, from the memory per column measured on the model), and the largest phase.
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "dhess/core/memory.hpp"
 #include "dhess/dist/row_shard.hpp"
@@ -17,14 +16,14 @@ namespace dhess {
 struct SpectrumPlan {
   int64_t product_columns = 1;  // vectors per batched product
   bool slq_reorthogonalize = true;
-  double column = 0;            // bytes of one more vector in a product (measured + its two n-vectors)
-  double product = 0;           // bytes a product holds whatever its width (measured)
-  double single = 0;            // bytes of a product of one vector, which takes its own path (measured)
-  double baseline = 0;          // the process: torch, model, data shard, first-order graph
-  double products = 0;          // product + product_columns · column
+  double column = 0;    // bytes of one more vector in a product (measured + its two n-vectors)
+  double product = 0;   // bytes a product holds whatever its width (measured)
+  double single = 0;    // bytes of a product of one vector, which takes its own path (measured)
+  double baseline = 0;  // the process: torch, model, data shard, first-order graph
+  double products = 0;  // product + product_columns · column
   double lanczos = 0, slq = 0, trace = 0, diagonal = 0;  // each phase's vectors
-  int64_t basis_columns = 0;    // --nonzero: the most basis vectors what is left holds
-  double nonzero = 0;           // --nonzero: the basis, its products and a sketch block at that size
+  int64_t basis_columns = 0;                             // --nonzero: the most basis vectors what is left holds
+  double nonzero = 0;  // --nonzero: the basis, its products and a sketch block at that size
   double total = 0, available = 0;
   std::string available_source;
   nlohmann::json to_json() const;

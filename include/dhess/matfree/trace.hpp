@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "dhess/dist/row_shard.hpp"
-#include "dhess/matfree/sharded_operator.hpp"
+#include "dhess/linalg/sharded.hpp"
 
 namespace dhess {
 

@@ -28,11 +28,12 @@ struct MemoryPlan {
   nlohmann::json to_json() const;
 };
 
-// The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid, the
-// HVP panel (each column at least 4 n-vectors), and the process as resident now; `budget` is what
-// it is checked against.
+// The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid (or
+// the rank-revealing sketch of `sketch_columns` vectors before it, where larger), the HVP panel
+// (each column at least 4 n-vectors), and the process as resident now; `budget` is what it is
+// checked against.
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget);
+                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget);
 
 // The memory one rank may use: --mem-per-rank, else memory_budget() (the node, the job's cgroup,
 // SLURM's limits), the tightest rank's on every rank. Collective.
@@ -42,6 +43,7 @@ struct DenseSetup {
   int rows = 1, cols = 1;
   EigenRequest request;
   Solver solver = Solver::automatic;  // resolved: the backend that will run
+  int64_t sketch_columns = 0;         // the rank-revealing sketch's bound before it (lowrank_sketch_columns)
   Loaded loaded;
   int64_t n = 0;
   int block = 64;

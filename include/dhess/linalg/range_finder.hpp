@@ -8,16 +8,19 @@
 #include <vector>
 
 #include "dhess/dist/row_shard.hpp"
-#include "dhess/matfree/sharded_operator.hpp"
+#include "dhess/linalg/sharded.hpp"
 
 namespace dhess {
 
 struct RangeFinderOptions {
-  double tolerance = 1e-8;     // |λ| ≤ tolerance · max|λ| counts as zero; the range is certified at a tenth
-  int64_t max_columns = 0;     // the most basis vectors memory holds (0: n)
-  int64_t first_block = 64;    // sketch vectors of the first round; each round doubles the total
-  int64_t probes = 16;         // fresh Gaussian probes of each certificate
+  double tolerance = 1e-8;   // |λ| ≤ tolerance · max|λ| counts as zero; the range is certified at a tenth
+  int64_t max_columns = 0;   // the most basis vectors memory holds (0: n)
+  int64_t first_block = 64;  // sketch vectors of the first round; each round doubles the total
+  int64_t probes = 16;       // fresh Gaussian probes of each certificate
   uint64_t seed = 0;
+  // Past max_columns: refuse (ResourceError, the matrix-free path), or give up and say so
+  // (NonzeroSpectrum::complete false: a caller with another solver at hand).
+  enum class WhenFull { refuse, give_up } when_full = WhenFull::refuse;
 };
 
 struct NonzeroSpectrum {
@@ -25,8 +28,9 @@ struct NonzeroSpectrum {
   std::vector<double> vectors;  // this rank's rows of their eigenvectors (rows × values.size())
   int64_t rank = 0;             // the dimension of the certified range (nonzero eigenvalues among it)
   int64_t sketch_columns = 0;   // products spent on the sketch and the certificates
-  double bound = 0;             // ‖(I − QQᵀ)H‖₂ ≤ bound, with probability ≥ 1 − 10^-probes (HMT Lemma 4.1)
-  double norm = 0;              // max|λ|
+  double bound = 0;      // ‖(I − QQᵀ)H‖₂ ≤ bound, with probability ≥ 1 − 10^-probes (HMT Lemma 4.1)
+  double norm = 0;       // max|λ|
+  bool complete = true;  // false: gave up past max_columns; only rank and sketch_columns are set
 };
 
 // Doubles a Gaussian sketch H·Ω until fresh probes certify that Q (its orthonormal range) holds H's

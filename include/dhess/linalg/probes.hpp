@@ -1,6 +1,6 @@
 #pragma once
 // Random probe entries keyed by (seed, stream, global row): the same vectors on any rank count,
-// so results do not depend on how the rows are sharded. Private to src/matfree/.
+// so results do not depend on how the rows are sharded.
 #include <cmath>
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-#include "dhess/matfree/range_finder.hpp"
+#include "dhess/linalg/range_finder.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,8 @@
 
 #include "dhess/core/errors.hpp"
 #include "dhess/core/memory.hpp"
+#include "dhess/linalg/probes.hpp"
 #include "dhess/linalg/sharded.hpp"
-#include "probes.hpp"
 
 namespace dhess {
 namespace {
@@ -29,9 +29,11 @@ class RangeFinder {
     int64_t next = std::min(o_.first_block, shard_.n);
     while (true) {
       const int64_t before = rank_;
+      if (!room_for(next)) return incomplete();
       std::vector<double> y = products(next);
       extend(y, next);
       if (certify() || rank_ == shard_.n) break;
+      if (full_) return incomplete();
       if (rank_ == before) stalled();
       next = std::min(sketched_, shard_.n);  // the total doubles
     }
@@ -39,6 +41,14 @@ class RangeFinder {
   }
 
  private:
+  NonzeroSpectrum incomplete() const {
+    NonzeroSpectrum s;
+    s.complete = false;
+    s.rank = rank_;
+    s.sketch_columns = sketched_;
+    return s;
+  }
+
   // A round that adds no direction yet leaves the probes uncertified: what they miss is the products'
   // own error, not range. Every rank sees the same sums.
   [[noreturn]] void stalled() const {
@@ -63,18 +73,22 @@ class RangeFinder {
     return y;
   }
 
+  // Whether k more sketch vectors fit; when they do not, refuses or (give_up) says false.
+  bool room_for(int64_t k) const {
+    if (rank_ + std::min(k, shard_.n - rank_) <= max_columns_) return true;
+    if (o_.when_full == RangeFinderOptions::WhenFull::give_up) return false;
+    ResourceError full(
+        "H has at least " + std::to_string(rank_) + " nonzero eigenvalues of n = " + std::to_string(shard_.n) +
+        " and its range is not yet certified: the next " + std::to_string(k) +
+        " sketch vectors would take the basis past the " + std::to_string(max_columns_) + " vectors memory holds (" +
+        human_bytes(32.0 * static_cast<double>(rows_) * static_cast<double>(rank_ + k)) +
+        " per rank for the basis, its products and the sketch); use more ranks, or the Lanczos "
+        "extremes (--top/--bottom)");
+    full.mark_agreed();  // every rank holds the same basis size (its norms are sums over ranks)
+    throw full;
+  }
+
   void extend(std::vector<double>& block, int64_t k) {
-    if (rank_ + std::min(k, shard_.n - rank_) > max_columns_) {
-      ResourceError full("H has at least " + std::to_string(rank_) + " nonzero eigenvalues of n = " +
-                         std::to_string(shard_.n) + " and its range is not yet certified: the next " +
-                         std::to_string(k) + " sketch vectors would take the basis past the " +
-                         std::to_string(max_columns_) + " vectors memory holds (" +
-                         human_bytes(32.0 * static_cast<double>(rows_) * static_cast<double>(rank_ + k)) +
-                         " per rank for the basis, its products and the sketch); use more ranks, or the Lanczos "
-                         "extremes (--top/--bottom)");
-      full.mark_agreed();  // every rank holds the same basis size (its norms are sums over ranks)
-      throw full;
-    }
     extend_orthonormal_basis(q_, rows_, rank_, block, k, kDrop, comm_);
   }
 
@@ -93,7 +107,8 @@ class RangeFinder {
     for (int64_t c = 0; c < p; ++c) largest = std::max(largest, norm(w.data() + c * rows_, rows_, comm_));
     bound_ = kBoundFactor * largest;
     if (bound_ <= o_.tolerance / 10 * norm_) return true;
-    extend(w, p);
+    full_ = !room_for(p);
+    if (!full_) extend(w, p);
     return false;
   }
 
@@ -131,6 +146,7 @@ class RangeFinder {
   std::vector<double> q_;  // the orthonormal basis, rows × rank_
   int64_t rank_ = 0, sketched_ = 0;
   double norm_ = 0, bound_ = 0;
+  bool full_ = false;
 };
 
 }  // namespace
