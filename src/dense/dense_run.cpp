@@ -11,6 +11,7 @@
 #include "dhess/core/interrupt.hpp"
 #include "dhess/core/memory.hpp"
 #include "dhess/dense/assembler.hpp"
+#include "dhess/dense/column_split_operator.hpp"
 #include "dhess/dense/eigen_report.hpp"
 #include "dhess/io/checkpoint.hpp"
 #include "dhess/io/hdf5_matrix.hpp"
@@ -155,13 +156,24 @@ class DenseRun {
     {
       StopWatch watch("stopped by a signal during the eigensolver; " + kept_text("the assembled Hessian is"),
                       r_.root());
-      spectrum = solve(grid_, h, s_.request, s_.solver, s_.sketch_columns);
+      spectrum = solve(grid_, h, s_.request, s_.solver, s_.sketch_columns, sketch_products());
     }
     h.release();
     timings_["eigensolver"] = MPI_Wtime() - t;
     phase_peak("eigensolver");
     if (spectrum.lowrank.tried) report_lowrank(spectrum.lowrank, spectrum.routine);
     return spectrum;
+  }
+
+  // The rank-revealing sketch multiplies by Hessian-vector products, the ranks splitting the
+  // vectors as they split H's columns: a product costs what a column did, where pdgemm with the
+  // assembled H costs 2 n^2 flops a vector (bench/RESULTS.md).
+  ShardedOperator sketch_products() const {
+    if constexpr (std::is_same_v<T, double>) {
+      if (s_.sketch_columns > 0)
+        return ColumnSplitOperator(*s_.engine, RowShard::blocks(s_.n, grid_.rank(), grid_.size()), grid_.comm());
+    }
+    return {};
   }
 
   // What the rank-revealing sketch found, and who answered when it stopped at its bound.

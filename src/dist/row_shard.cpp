@@ -31,6 +31,30 @@ ShardCounts::ShardCounts(int64_t n, MPI_Comm comm) {
   }
 }
 
+ShardCounts::ShardCounts(const RowShard& mine, MPI_Comm comm) {
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  const int own[2] = {static_cast<int>(mine.rows()), static_cast<int>(mine.begin)};
+  std::vector<int> all(2 * static_cast<std::size_t>(size));
+  MPI_Allgather(own, 2, MPI_INT, all.data(), 2, MPI_INT, comm);
+  for (int p = 0; p < size; ++p) {
+    counts.push_back(all[2 * p]);
+    displs.push_back(all[2 * p + 1]);
+  }
+}
+
+void gather_column(const double* local, const RowShard& shard, const ShardCounts& counts, double* whole, int root,
+                   MPI_Comm comm) {
+  MPI_Gatherv(local, static_cast<int>(shard.rows()), MPI_DOUBLE, whole, counts.counts.data(), counts.displs.data(),
+              MPI_DOUBLE, root, comm);
+}
+
+void scatter_column(const double* whole, const RowShard& shard, const ShardCounts& counts, double* local, int root,
+                    MPI_Comm comm) {
+  MPI_Scatterv(whole, counts.counts.data(), counts.displs.data(), MPI_DOUBLE, local, static_cast<int>(shard.rows()),
+               MPI_DOUBLE, root, comm);
+}
+
 std::vector<double> gather_columns_to_root(const std::vector<double>& local, const RowShard& shard, int64_t k,
                                            MPI_Comm comm) {
   const ShardCounts l(shard.n, comm);

@@ -146,7 +146,7 @@ bool Checkpoint::load(int64_t j0, int64_t j1, int64_t n, T* panel) const {
 }
 
 template <typename T>
-bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel) {
+bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel, const std::string& remedy) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return false;
   PanelHeader h{};
@@ -156,7 +156,7 @@ bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* p
     throw InputError("checkpoint panel '" + path + "' does not belong to this problem or is damaged");
   if (!in.read(reinterpret_cast<char*>(panel), static_cast<std::streamsize>(bytes)) ||
       fnv1a(panel, bytes) != h.checksum)
-    throw InputError("checkpoint panel '" + path + "' is truncated or corrupt; remove it to recompute it");
+    throw InputError("checkpoint panel '" + path + "' is truncated or corrupt; " + remedy);
   return true;
 }
 
@@ -258,8 +258,10 @@ bool Checkpoint::load_hessian(BlockCyclicMatrix<T>& h, const nlohmann::json& dis
   nlohmann::json saved;
   if (!load_record("hessian", saved) || saved.value("distribution", nlohmann::json()) != distribution) return false;
   run_collectively(comm_, [&] {
-    if (!read_panel<T>(share_path(), 0, h.local_cols(), h.lld(), h.data()))
-      throw InputError("checkpoint '" + dir_ + "' lacks " + share_path() + "; remove hessian.record to reassemble H");
+    const std::string remedy =
+        "remove " + (fs::path(dir_) / "hessian.record").string() + " to reassemble H from the panels";
+    if (!read_panel<T>(share_path(), 0, h.local_cols(), h.lld(), h.data(), remedy))
+      throw InputError("checkpoint '" + dir_ + "' lacks " + share_path() + "; " + remedy);
   });
   record = saved;
   return true;
@@ -267,10 +269,11 @@ bool Checkpoint::load_hessian(BlockCyclicMatrix<T>& h, const nlohmann::json& dis
 
 template void Checkpoint::save_hessian<double>(const BlockCyclicMatrix<double>&, const nlohmann::json&) const;
 template void Checkpoint::save_hessian<float>(const BlockCyclicMatrix<float>&, const nlohmann::json&) const;
-template bool Checkpoint::load_hessian<double>(BlockCyclicMatrix<double>&, const nlohmann::json&, nlohmann::json&) const;
+template bool Checkpoint::load_hessian<double>(BlockCyclicMatrix<double>&, const nlohmann::json&,
+                                               nlohmann::json&) const;
 template bool Checkpoint::load_hessian<float>(BlockCyclicMatrix<float>&, const nlohmann::json&, nlohmann::json&) const;
-template bool read_panel<double>(const std::string&, int64_t, int64_t, int64_t, double*);
-template bool read_panel<float>(const std::string&, int64_t, int64_t, int64_t, float*);
+template bool read_panel<double>(const std::string&, int64_t, int64_t, int64_t, double*, const std::string&);
+template bool read_panel<float>(const std::string&, int64_t, int64_t, int64_t, float*, const std::string&);
 template bool Checkpoint::load<double>(int64_t, int64_t, int64_t, double*) const;
 template bool Checkpoint::load<float>(int64_t, int64_t, int64_t, float*) const;
 template void Checkpoint::save<double>(int64_t, int64_t, int64_t, const double*) const;

@@ -322,12 +322,12 @@ namespace {
 // range and the request's eigenpairs are nonzero ones; unset otherwise, with `report` saying why.
 std::optional<Spectrum<double>> try_lowrank(const ProcessGrid& grid, const BlockCyclicMatrix<double>& h,
                                             const EigenRequest& request, int64_t sketch_columns,
-                                            LowRankReport& report) {
+                                            const ShardedOperator& products, LowRankReport& report) {
   const double t = MPI_Wtime();
   RangeFinderOptions options;
   options.max_columns = sketch_columns;
   options.when_full = RangeFinderOptions::WhenFull::give_up;
-  std::optional<Spectrum<double>> answer = lowrank_solve(grid, h, request, options, report);
+  std::optional<Spectrum<double>> answer = lowrank_solve(grid, h, request, options, report, products);
   report.seconds = MPI_Wtime() - t;
   return answer;
 }
@@ -347,16 +347,9 @@ Spectrum<T> solve_full(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const E
 
 }  // namespace
 
-int64_t lowrank_sketch_columns(Solver wanted, const EigenRequest& request, Dtype dtype, int64_t n) {
-  if (wanted == Solver::lowrank) return std::max(n / 4, std::min<int64_t>(n, 256));
-  const bool eligible = request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::top ||
-                        request.kind == EigenRequest::Kind::bottom;
-  return wanted == Solver::automatic && dtype == Dtype::float64 && eligible && n >= 2048 ? n / 16 : 0;
-}
-
 template <typename T>
 Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
-                  int64_t sketch_columns) {
+                  int64_t sketch_columns, const ShardedOperator& products) {
   if (h.row_block() != h.col_block()) throw InternalError("the eigensolvers need square blocks");
   if (request.kind == EigenRequest::Kind::none) return {};
   if (solver == Solver::automatic) throw InternalError("solve() needs a resolved solver (resolve_solver)");
@@ -366,7 +359,7 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   if constexpr (std::is_same_v<T, double>) {
     if (sketch_columns > 0) {
       lowrank.tried = true;
-      if (auto answer = try_lowrank(grid, h, request, sketch_columns, lowrank)) {
+      if (auto answer = try_lowrank(grid, h, request, sketch_columns, products, lowrank)) {
         answer->lowrank = lowrank;
         return std::move(*answer);
       }
@@ -429,6 +422,21 @@ int ranks_within_int32(Solver solver, const EigenRequest& request, int64_t n, in
 }
 
 }  // namespace
+
+int64_t lowrank_sketch_columns(Solver wanted, Solver resolved, const EigenRequest& request, Dtype dtype, int64_t n,
+                               int block, int grid_rows, int grid_cols) {
+  if (wanted == Solver::lowrank) return std::max(n / 4, std::min<int64_t>(n, 256));
+  const bool eligible = request.kind == EigenRequest::Kind::values || request.kind == EigenRequest::Kind::top ||
+                        request.kind == EigenRequest::Kind::bottom;
+  if (wanted != Solver::automatic || dtype != Dtype::float64 || !eligible || n < 2048) return 0;
+  const int64_t share =
+      CyclicAxis{n, block, grid_rows, 0}.local_extent(0) * CyclicAxis{n, block, grid_cols, 0}.local_extent(0);
+  const int64_t room = std::max(share, workspace_elements(resolved, request, n, block, grid_rows, grid_cols));
+  const int64_t ranks = static_cast<int64_t>(grid_rows) * grid_cols;
+  int64_t k = n / 16;
+  while (k > 0 && sketch_elements(n, ranks, k) > room) k = k * 7 / 8;
+  return k;
+}
 
 std::string int32_limit(Solver solver, const EigenRequest& request, int64_t n, int block, int grid_rows,
                         int grid_cols) {
@@ -513,7 +521,9 @@ std::string int32_refusal(Solver solver, const EigenRequest& request, int64_t n,
          (request.wants_vectors() ? ", or --eigen values" : "");
 }
 
-template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver, int64_t);
-template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver, int64_t);
+template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver, int64_t,
+                                const ShardedOperator&);
+template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver, int64_t,
+                               const ShardedOperator&);
 
 }  // namespace dhess

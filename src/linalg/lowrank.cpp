@@ -56,10 +56,11 @@ std::optional<std::pair<int64_t, int64_t>> wanted_columns(const EigenRequest& re
 
 std::optional<Spectrum<double>> lowrank_solve(const ProcessGrid& grid, const BlockCyclicMatrix<double>& h,
                                               const EigenRequest& request, const RangeFinderOptions& options,
-                                              LowRankReport& report) {
+                                              LowRankReport& report, const ShardedOperator& products) {
   const int64_t n = h.rows();
   const RowShard shard = RowShard::blocks(n, grid.rank(), grid.size());
-  const NonzeroSpectrum s = nonzero_spectrum(AssembledOperator(grid, h, shard), shard, options, grid.comm());
+  const ShardedOperator apply = products ? products : ShardedOperator(AssembledOperator(grid, h, shard));
+  const NonzeroSpectrum s = nonzero_spectrum(apply, shard, options, grid.comm());
   report.rank = s.rank;
   report.sketch_columns = s.sketch_columns;
   if (!s.complete) {

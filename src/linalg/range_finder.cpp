@@ -77,13 +77,15 @@ class RangeFinder {
   bool room_for(int64_t k) const {
     if (rank_ + std::min(k, shard_.n - rank_) <= max_columns_) return true;
     if (o_.when_full == RangeFinderOptions::WhenFull::give_up) return false;
-    ResourceError full(
-        "H has at least " + std::to_string(rank_) + " nonzero eigenvalues of n = " + std::to_string(shard_.n) +
-        " and its range is not yet certified: the next " + std::to_string(k) +
-        " sketch vectors would take the basis past the " + std::to_string(max_columns_) + " vectors memory holds (" +
-        human_bytes(32.0 * static_cast<double>(rows_) * static_cast<double>(rank_ + k)) +
-        " per rank for the basis, its products and the sketch); use more ranks, or the Lanczos "
-        "extremes (--top/--bottom)");
+    const std::string seen = rank_ == 0 ? "n = " + std::to_string(shard_.n) + ": the first "
+                                        : "H has at least " + std::to_string(rank_) +
+                                              " nonzero eigenvalues of n = " + std::to_string(shard_.n) +
+                                              " and its range is not yet certified: the next ";
+    ResourceError full(seen + std::to_string(k) + " sketch vectors would take the basis past the " +
+                       std::to_string(max_columns_) + " vectors memory holds (" +
+                       human_bytes(32.0 * static_cast<double>(rows_) * static_cast<double>(rank_ + k)) +
+                       " per rank for the basis, its products and the sketch); use more ranks, or the Lanczos "
+                       "extremes (--top/--bottom)");
     full.mark_agreed();  // every rank holds the same basis size (its norms are sums over ranks)
     throw full;
   }

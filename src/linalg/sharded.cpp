@@ -77,8 +77,8 @@ void tridiagonal_eigen(const std::vector<double>& alpha, const std::vector<doubl
   if (info != 0) throw InternalError("dstev failed on the Lanczos tridiagonal (info = " + std::to_string(info) + ")");
 }
 
-std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w,
-                                   int64_t k, MPI_Comm comm) {
+std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w, int64_t k,
+                                   MPI_Comm comm) {
   std::vector<double> c(static_cast<std::size_t>(rank * k), 0.0);
   if (rows > 0 && rank > 0 && k > 0) {
     const int m = as_int(rows), r = as_int(rank), kk = as_int(k);

@@ -92,9 +92,12 @@ std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Pro
   int64_t smallest = engine->panel_width();
   MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm);
   memory.panel = smallest;
-  if (smallest == engine->panel_width()) return engine;
+  // Each rank decides for itself whether to rebuild, so the rebuild is the collective's body, not
+  // its condition: every rank enters it.
   options.panel = smallest;
-  run_collectively(r.comm, [&] { engine = std::make_unique<HvpEngine>(problem, options); });
+  run_collectively(r.comm, [&] {
+    if (smallest != engine->panel_width()) engine = std::make_unique<HvpEngine>(problem, options);
+  });
   return engine;
 }
 
@@ -158,7 +161,8 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
     s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
-    s.sketch_columns = lowrank_sketch_columns(o.solver, s.request, o.problem.dtype, s.n);
+    s.sketch_columns =
+        lowrank_sketch_columns(o.solver, s.solver, s.request, o.problem.dtype, s.n, s.block, s.rows, s.cols);
   });
   const MemoryBudget budget = memory_per_rank(o, ranks_on_node, r.comm);
   s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes, s.panel);
@@ -181,8 +185,10 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
         choose_solver(o.solver == Solver::lapack ? Solver::automatic : o.solver, s.request, s.block, rows, cols, s.n);
     if (solver == Solver::elpa && o.problem.dtype == Dtype::float32)
       solver = choose_solver_without_elpa(s.request, rows, cols, s.n);
-    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, s.sketch_columns, o.problem.dtype,
-                                     s.panel, {s.plan.available, s.plan.available_source});
+    const int64_t sketch =
+        lowrank_sketch_columns(o.solver, solver, s.request, o.problem.dtype, s.n, s.block, rows, cols);
+    const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, sketch, o.problem.dtype, s.panel,
+                                     {s.plan.available, s.plan.available_source});
     if (m.total - m.baseline + s.plan.baseline <= s.plan.available &&
         int32_limit(solver, s.request, s.n, s.block, rows, cols).empty())
       break;
@@ -201,8 +207,9 @@ std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
          ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
          " is available per rank (" + m.available_source + "); use about " +
-         std::to_string(ranks_that_fit(o, s, ranks)) +
-         " ranks of this size, --dtype float32, or --eigen values (no eigenvectors)";
+         std::to_string(ranks_that_fit(o, s, ranks)) + " ranks of this size" +
+         (o.problem.dtype == Dtype::float32 ? "" : ", --dtype float32") +
+         (s.request.wants_vectors() ? ", or --eigen values (no eigenvectors)" : "");
 }
 
 }  // namespace dhess

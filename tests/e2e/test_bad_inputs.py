@@ -659,15 +659,27 @@ class BadInputs(unittest.TestCase):
         ck = self.checkpointed()
         self.expect_error(64, self.linear() + ["--checkpoint", ck], ck, "--resume")
 
-    def test_checkpoint_panel_corrupt(self):
-        ck = self.checkpointed()
-        panels = sorted(f for f in os.listdir(ck) if f.endswith(".panel"))
-        self.assertTrue(panels, os.listdir(ck))
-        path = os.path.join(ck, panels[0])
+    def corrupt_last_byte(self, ck, suffix):
+        names = sorted(f for f in os.listdir(ck) if f.endswith(suffix))
+        self.assertTrue(names, os.listdir(ck))
+        path = os.path.join(ck, names[0])
         data = bytearray(self.read(path))
         data[-1] ^= 0xFF
         with open(path, "wb") as f:
             f.write(data)
+        return path
+
+    def test_checkpoint_panel_corrupt(self):
+        # Without the assembled H's record, --resume rebuilds H from the panels and reads them all.
+        ck = self.checkpointed()
+        os.remove(os.path.join(ck, "hessian.record"))
+        path = self.corrupt_last_byte(ck, ".panel")
+        self.expect_error(65, self.linear() + ["--checkpoint", ck, "--resume"], path, "corrupt")
+
+    def test_checkpoint_hessian_share_corrupt(self):
+        # With it, --resume reads each rank's share of H and no panel.
+        ck = self.checkpointed()
+        path = self.corrupt_last_byte(ck, ".share")
         self.expect_error(65, self.linear() + ["--checkpoint", ck, "--resume"], path, "corrupt")
 
     def test_checkpoint_metadata_not_json(self):

@@ -113,11 +113,13 @@ class Spectrum(unittest.TestCase):
 
     def test_nonzero_refuses_when_the_basis_outgrows_memory(self):
         out = os.path.join(self.tmp.name, "small")
-        # n = 41,285 of rank up to 672: the basis would need about 32 n bytes per vector.
-        code, _, err = dhess(RANKS, "spectrum", "--nonzero", "--model", "builtin:convnet:16", "--mem-per-rank",
+        # n = 164,165 of rank up to 672: the basis needs about 32 n / P bytes per vector, 1.3 MB on
+        # 4 ranks, and 0.5 GB less the process holds at most a few hundred.
+        code, _, err = dhess(RANKS, "spectrum", "--nonzero", "--model", "builtin:convnet:32", "--mem-per-rank",
                              "0.5G", "--out", out)
         self.assertEqual(code, 74, err)
-        self.assertIn("nonzero eigenvalues of n = 41285", err)
+        self.assertIn("n = 164165", err)
+        self.assertIn("vectors memory holds", err)
         self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
 
     def test_hutchinson_diagonal_is_within_its_stated_error(self):

@@ -8,9 +8,9 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "dhess/dist/block_cyclic.hpp"
-#include <string>
 
 namespace dhess {
 
@@ -19,9 +19,11 @@ namespace dhess {
 std::string file_hash(const std::string& path);
 
 // Reads a panel file written by Checkpoint::save into `panel` (n × (j1 − j0));
-// false when the file does not exist, InputError when it is not that panel.
+// false when the file does not exist, InputError when it is not that panel or is damaged (with
+// `remedy`, what the user can do about it).
 template <typename T>
-bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel);
+bool read_panel(const std::string& path, int64_t j0, int64_t j1, int64_t n, T* panel,
+                const std::string& remedy = "remove it to recompute it");
 
 class Checkpoint {
  public:

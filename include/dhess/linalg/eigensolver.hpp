@@ -9,6 +9,7 @@
 
 #include "dhess/core/dtype.hpp"
 #include "dhess/dist/block_cyclic.hpp"
+#include "dhess/linalg/sharded.hpp"
 
 namespace dhess {
 
@@ -72,17 +73,21 @@ struct Spectrum {
 
 // The most vectors the rank-revealing solver sketches before another solver answers instead; 0:
 // it does not run. --solver lowrank: n / 4, at least min(n, 256). --solver auto in float64 for --eigen
-// values, top:K and bottom:K at n >= 2,048: n / 16, where the sketch's products (about n / 8
-// columns of pdgemm, n^3 / 4 flops) cost a fifth of a tridiagonal reduction when the rank is
-// larger, and a rank below n / 50 makes it 10x faster than the reduction.
-int64_t lowrank_sketch_columns(Solver wanted, const EigenRequest& request, Dtype dtype, int64_t n);
+// values, top:K and bottom:K at n >= 2,048: n / 16, where even a sketch by pdgemm (about n / 8
+// columns, n^3 / 4 flops) costs a fifth of a tridiagonal reduction when the rank is larger; by
+// Hessian-vector products its columns cost what H's did, and the orthonormalization (n k^2)
+// stays below n^3 / 100. Auto's bound shrinks until the sketch fits in the larger of H's share and
+// the `resolved` solver's workspace, so that trying it never makes a run need more memory.
+int64_t lowrank_sketch_columns(Solver wanted, Solver resolved, const EigenRequest& request, Dtype dtype, int64_t n,
+                               int block, int grid_rows, int grid_cols);
 
 // Eigendecomposition of `h` (overwritten unless the sketch answers) by a resolved `solver`
 // (resolve_solver), after the rank-revealing sketch of up to `sketch_columns` vectors where that
-// is > 0 (float64 only). `h` must have square blocks.
+// is > 0 (float64 only), H·Ω by `products` where given (lowrank.hpp), else by pdgemm. `h` must have
+// square blocks.
 template <typename T>
 Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
-                  int64_t sketch_columns = 0);
+                  int64_t sketch_columns = 0, const ShardedOperator& products = {});
 
 // Workspace bytes per rank the solver will ask for (for pre-flight planning), or the sketch of
 // `sketch_columns` vectors where that is larger (it is freed before the solver runs).
