@@ -563,6 +563,126 @@ class Report:
             self.headline["matrix_free_10M"] = {"n": s["n"], "ranks": ranks, "seconds": s["timings_seconds"]["total"],
                                                 "peak_rss_per_rank": max(s["memory"]["peak_rss_per_rank"])}
 
+    # ------------------------------------------------------------------ g
+    def section_g(self):
+        autos = sorted(glob.glob(os.path.join(self.raw.d, "g_*_auto_r2.summary.json")))
+        checks = sorted(glob.glob(os.path.join(self.raw.d, "g_check_convnet*.json")))
+        if not autos and not checks:
+            return
+        self.w("## g. Rank-revealing: every nonzero eigenpair (issue 17)\n")
+        for path in autos:
+            tag = os.path.basename(path)[2:-len("_auto_r2.summary.json")]
+            auto, elpa = load(path), self.raw.summary("g_{}_elpa_r2".format(tag))
+            cmp_ = self.raw.get("g_{}_compare.json".format(tag)) or {}
+            if not elpa:
+                continue
+            ta, te = auto["timings_seconds"], elpa["timings_seconds"]
+            low = auto.get("lowrank", {})
+            self.w("`dhess --model builtin:{} --eigen values --solver auto --checkpoint ck` on 2 ranks, then "
+                   "`--solver elpa --checkpoint ck --resume` (the same assembled H, straight to the solver), "
+                   "n = {:,}.\n".format(tag.replace("_", ":"), auto["n"]))
+            self.w(table(["solver", "eigensolver s", "total s", "rank", "sketch products", "certificate",
+                          "peak RSS / rank", "foreign cores"],
+                         [["auto ({})".format(auto.get("solver")), ta["eigensolver"], ta["total"], low.get("rank"),
+                           low.get("sketch_products"), low.get("certificate"),
+                           gb(max(auto["memory"]["peak_rss_per_rank"])), fc(self.raw.foreign("g_{}_auto_r2".format(tag)))],
+                          ["elpa", te["eigensolver"], te["total"], cmp_.get("nonzero_elpa"), "—", "—",
+                           gb(max(elpa["memory"]["peak_rss_per_rank"])), fc(self.raw.foreign("g_{}_elpa_r2".format(tag)))]]))
+            speedup = te["eigensolver"] / ta["eigensolver"]
+            self.w("- eigensolver: auto {:.1f}× faster than ELPA; eigenvalues (all n, the zeros included) agree to "
+                   "{} of max|λ|; nonzero (|λ| > 1e-9 max|λ|): auto {}, ELPA {} ({} negative)\n".format(
+                       speedup, fmt(cmp_.get("max_difference_relative")), cmp_.get("nonzero_auto"),
+                       cmp_.get("nonzero_elpa"), cmp_.get("negative_elpa")))
+            same = cmp_.get("max_difference_relative", 1) <= 1e-9
+            self.target("{}: --solver auto's eigensolver ≥ 10× faster than ELPA, same eigenvalues".format(tag),
+                        speedup >= 10 and same, "{:.1f}×, max difference {} of max|λ|".format(
+                            speedup, fmt(cmp_.get("max_difference_relative"))))
+            self.headline["lowrank_" + tag] = {"speedup": speedup, "difference": cmp_.get("max_difference_relative")}
+        for path in checks:
+            hw = re.search(r"convnet(\d+)", path).group(1)
+            name = "g_nonzero_convnet{}_r2".format(hw)
+            s, c = self.raw.summary(name), load(path) or {}
+            if not s:
+                continue
+            nz, ev = s.get("nonzero", {}), s.get("eigenvalues", {})
+            self.w("`dhess spectrum --nonzero --model convnet_{0}.pt --data convnet_{0}_data.pt --loss cross_entropy` "
+                   "(the exported builtin:convnet:{0}) on 2 ranks of 1 thread, then `bench/check_nonzero.py` "
+                   "(eager PyTorch, float64 double backward, nothing dhess computed but the pairs checked).\n".format(hw))
+            self.w(table(["n", "rank", "negative / positive", "HVPs", "total s", "peak RSS / rank", "plan / rank",
+                          "max residual ‖Hz−λz‖/max|λ|", "‖Hg−ZZᵀHg‖/‖Hg‖", "max |ZᵀZ−I|", "foreign cores"],
+                         [["{:,}".format(s["n"]), nz.get("nonzero_eigenvalues"), "{} / {}".format(ev.get("negative"), ev.get("positive")),
+                           s.get("hvp_products"), s["timings_seconds"]["total"],
+                           gb(max(s["memory"]["peak_rss_per_rank"])), gb(s["memory"].get("plan_bytes_per_rank")),
+                           c.get("max_residual"), c.get("max_outside_span"), c.get("orthonormality"),
+                           fc(self.raw.foreign(name))]]))
+            self.headline["nonzero_convnet" + hw] = {"n": s["n"], "rank": nz.get("nonzero_eigenvalues"),
+                                                     "seconds": s["timings_seconds"]["total"],
+                                                     "peak_rss_per_rank": max(s["memory"]["peak_rss_per_rank"]),
+                                                     "check": c}
+
+    # ------------------------------------------------------------------ h
+    def section_h(self):
+        rows, lines = [], []
+        for tag in ("top1_trace52", "top5", "slq"):
+            peer, s = self.raw.get("h_peer_{}.json".format(tag)), self.raw.summary("h_dhess_" + tag)
+            if not peer or not s:
+                continue
+            ours = self.raw.time("h_dhess_" + tag) or {}
+            top = sorted((p["eigenvalue"] for p in s.get("lanczos", {}).get("pairs", [])), reverse=True)
+            peer_top = peer["values"].get("top_eigenvalues", [])
+            rows.append(["PyHessian's algorithms (float32, 2 threads)", tag, peer["wall_seconds"], peer["hvps_total"],
+                         ", ".join(fmt(v, 5) for v in peer_top), fmt(peer["values"].get("trace")),
+                         gb(peer["peak_rss_bytes"]), fc(peer.get("foreign_cores"))])
+            rows.append(["dhess spectrum --dtype float32 (2 ranks)", tag, ours.get("wall_seconds"), s.get("hvp_products"),
+                         ", ".join(fmt(v, 5) for v in top[:len(peer_top)]),
+                         fmt(s.get("trace", {}).get("value")) if tag == "top1_trace52" else "—",
+                         gb(max(s["memory"]["peak_rss_per_rank"])) + " per rank", fc(ours.get("foreign_cores"))])
+            if ours.get("wall_seconds"):
+                ratio = ours["wall_seconds"] / peer["wall_seconds"]
+                lines.append("- {}: dhess / peer wall time {:.2f}×".format(tag, ratio))
+                self.headline["resnet20_" + tag] = {"dhess_over_peer": ratio}
+                if tag == "top1_trace52":
+                    self.target("ResNet-20, top-1 + 52-probe trace: dhess ≤ 0.5× PyHessian's time", ratio <= 0.5,
+                                "{:.2f}×".format(ratio))
+        profile = (self.raw.get("h_profile.json") or {}).get("hvp_profile")
+        if not rows and not profile:
+            return
+        self.w("## h. ResNet-20 (CIFAR shape, n = 272,474, 200 images) vs PyHessian (issue 14)\n")
+        if profile:
+            self.profile_h(profile)
+        if not rows:
+            return
+        self.w("Peer: `bench/pyhessian_peer.py` (PyHessian's power iteration with deflation and Hutchinson, float32, "
+               "one process of 2 threads). dhess: `dhess spectrum --dtype float32 --trace-estimator hutchinson "
+               "--bottom 0 --tol 1e-3 --slq-probes 0 --diagonal none` on 2 ranks of 1 thread (data-parallel, 100 images "
+               "each); wall time of the whole process either way.\n")
+        self.w(table(["tool", "job", "wall s", "HVPs", "top eigenvalues", "trace", "peak RSS", "foreign cores"], rows))
+        self.w("\n".join(lines) + "\n")
+
+    def profile_h(self, profile):
+        self.w("### Where a product's time goes\n")
+        self.w("`bench/pyhessian_peer.py --hvp-profile`: one product H·v (width 1) or k products batched through "
+               "functorch.vmap over the kept first-order graph (dhess's batching), {} thread; seconds per vector, "
+               "the extra peak RSS of the call.\n".format(profile.get("threads")))
+        rows = []
+        for r in profile["runs"]:
+            noisy = max(r.get("foreign_cores") or [0]) >= 0.25
+            rows.append([r["dtype"], str(r["images"]), str(r["width"]), r["seconds_per_product"], gb(r["peak_extra_rss_bytes"]),
+                         fmt(r.get("rel_err_vs_single")), "**noisy**" if noisy else "clean"])
+        self.w(table(["dtype", "images", "width", "s per vector", "extra RSS", "rel. error vs width 1", "timing"],
+                     rows))
+        single = {(r["dtype"], r["images"]): r["seconds_per_product"] for r in profile["runs"] if r["width"] == 1}
+        for images in sorted({i for _, i in single}):
+            if ("float32", images) in single and ("float64", images) in single:
+                self.w("- {} images: float64 / float32 = {:.2f}× per product".format(
+                    images, single[("float64", images)] / single[("float32", images)]))
+        for r in profile["runs"]:
+            ops = (r.get("profile") or {}).get("top_ops")
+            if ops:
+                self.w("- {} {} images width {}: ".format(r["dtype"], r["images"], r["width"]) + ", ".join(
+                    "{} {:.0f}%".format(o["op"], 100 * o["share"]) for o in ops[:6]))
+        self.w("")
+
     def render(self, out):
         self.w("# dhess benchmarks vs the Python peers\n")
         self.w("Generated by `bench/report.py` from the raw records of `bench/run.sh` "
@@ -570,7 +690,7 @@ class Report:
         body_start = len(self.lines)
         self.machine()
         for section in (self.section_a, self.section_b, self.section_c, self.section_d, self.section_e,
-                        self.section_f):
+                        self.section_f, self.section_g, self.section_h):
             section()
         targets = ["## Targets of the issue\n",
                    table(["target", "result"], [[t, verdict(ok, text)] for t, ok, text in self.targets])]

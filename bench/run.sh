@@ -5,7 +5,8 @@
 #
 #   bench/run.sh                 everything (hours on 2 cores)
 #   bench/run.sh --quick         small sizes only (minutes); skips the n = 23,365 and 10M runs
-#   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum)
+#   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum,
+#                                g rank-revealing, h ResNet-20 vs PyHessian)
 #   bench/run.sh --report        only re-render the report from existing raw records
 #   bench/run.sh --resume        keep the clean records of an earlier run (rc 0, < 0.25 foreign cores),
 #                                redo the rest (failed, noisy or missing)
@@ -19,7 +20,7 @@ root=$PWD
 quick=0
 resume=0
 keep=""
-only="a,b,c,d,e,f"
+only="a,b,c,d,e,f,g,h"
 build=1
 report_only=0
 wait_quiet=300
@@ -301,8 +302,79 @@ section_f() {
   done
 }
 
+# ---------------------------------------------------------------- g. rank-revealing (issue 17)
+# The seed net at 12x12 (n = 23,365, rank 672): --solver auto (the certified sketch by Hessian-vector
+# products) against ELPA 2-stage on the same assembled H (--resume from the checkpoint goes
+# straight to the solve); then every nonzero eigenpair at 64x64 (n = 655,685) without forming H,
+# checked by eager PyTorch (bench/check_nonzero.py).
+nonzero_hw=64
+[ $quick = 1 ] && nonzero_hw=16
+section_g() {
+  tag=${big//:/_}
+  ckpt=$work/g_${tag}_ckpt
+  done_already "g_${tag}_auto_r2" || rm -rf "$ckpt"
+  run_dhess "g_${tag}_auto_r2" 2 1 --model "builtin:$big" --eigen values --solver auto --checkpoint "$ckpt"
+  run_dhess "g_${tag}_elpa_r2" 2 1 --model "builtin:$big" --eigen values --solver elpa --checkpoint "$ckpt" --resume
+  $py - "$work/g_${tag}_auto_r2/eigenvalues.npy" "$work/g_${tag}_elpa_r2/eigenvalues.npy" \
+    "$raw/g_${tag}_compare.json" <<'PY' || echo "bench: g comparison failed" >&2
+import json, sys
+import numpy as np
+auto, elpa = np.load(sys.argv[1]), np.load(sys.argv[2])
+scale = np.abs(elpa).max()
+nonzero = lambda w: int((np.abs(w) > 1e-9 * scale).sum())
+json.dump({"n": int(elpa.size), "max_difference_relative": float(np.abs(np.sort(auto) - np.sort(elpa)).max() / scale),
+           "nonzero_auto": nonzero(auto), "nonzero_elpa": nonzero(elpa),
+           "negative_elpa": int((elpa < -1e-9 * scale).sum())}, open(sys.argv[3], "w"), indent=1)
+PY
+  export_model "convnet:$nonzero_hw"
+  name=g_nonzero_convnet${nonzero_hw}_r2
+  if ! done_already "$name"; then
+    rm -rf "$work/$name"
+    timed "$name" --wait -- env OPENBLAS_NUM_THREADS=1 mpirun -n 2 --bind-to none "$dhess" spectrum --nonzero \
+      --model "$work/convnet_$nonzero_hw.pt" --data "$work/convnet_${nonzero_hw}_data.pt" --loss cross_entropy \
+      --threads 1 --out "$work/$name" --force -q
+    if [ -f "$work/$name/summary.json" ]; then cp "$work/$name/summary.json" "$raw/$name.summary.json"; fi
+  fi
+  timed "g_check_convnet$nonzero_hw" -- env OMP_NUM_THREADS=$cores $py bench/check_nonzero.py \
+    --model "$work/convnet_$nonzero_hw.pt" --data "$work/convnet_${nonzero_hw}_data.pt" --result "$work/$name" \
+    --json "$raw/g_check_convnet$nonzero_hw.json"
+}
+
+# ---------------------------------------------------------------- h. ResNet-20 vs PyHessian (issue 14)
+# A CIFAR-shaped ResNet-20 (n = 272,474, BatchNorm in eval mode, 200 images): PyHessian's algorithms
+# (bench/pyhessian_peer.py: float32, 2 threads) against dhess spectrum --dtype float32 on 2 ranks
+# of 1 thread: the top eigenvalue and a 52-probe Hutchinson trace, the top 5, one 100-step SLQ
+# density. dhess stops its
+# Lanczos pairs at PyHessian's tolerance, 1e-3 (a residual bound ‖Hz − λz‖ ≤ 1e-3 max|λ|, stricter
+# than the peer's relative change of the Rayleigh quotient).
+section_h() {
+  r20=$work/resnet20
+  if [ $quick = 1 ]; then r20=$work/resnet8; fi
+  [ -f "$r20/resnet20.pt" ] || $py bench/resnet20.py "$r20" $([ $quick = 1 ] && echo --small)
+  inputs=(--model "$r20/resnet20.pt" --data "$r20/resnet20_data.pt")
+  # Where a product's time goes: 1 thread, float32 and float64, batch widths 1, 4, 16 (torch.profiler).
+  timed h_profile --wait -- env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $py bench/pyhessian_peer.py "${inputs[@]}" \
+    --hvp-profile --profile-dtypes float32,float64 --profile-widths 1,4,16 --profile-images 50 \
+    --profile-counts 100,200 --profile-repeats 1 --profile-attempts 2 --profile-wait-quiet 30 \
+    --json "$raw/h_profile.json"
+  for job in "top1_trace52:--top 1 --trace-probes 52" "top5:--top 5 --trace-probes 0" \
+    "slq:--top 0 --trace-probes 0 --slq-probes 1 --slq-steps 100"; do
+    tag=${job%%:*}
+    read -r -a flags <<< "${job#*:}"
+    timed "h_peer_$tag" --wait -- env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 $py bench/pyhessian_peer.py \
+      "${inputs[@]}" "${flags[@]}" --threads 2 --json "$raw/h_peer_$tag.json"
+    name=h_dhess_$tag
+    if done_already "$name"; then continue; fi
+    rm -rf "$work/$name"
+    timed "$name" --wait -- env OPENBLAS_NUM_THREADS=1 mpirun -n 2 --bind-to none "$dhess" spectrum "${inputs[@]}" \
+      --loss cross_entropy --dtype float32 --bottom 0 --tol 1e-3 --trace-estimator hutchinson --slq-probes 0 \
+      --diagonal none "${flags[@]}" --threads 1 --out "$work/$name" --force -q
+    if [ -f "$work/$name/summary.json" ]; then cp "$work/$name/summary.json" "$raw/$name.summary.json"; fi
+  done
+}
+
 # a before d (d's Python route takes the fastest peer of a); the long d early, so that a
 # partial run still has it.
-for s in a c d b e f; do
+for s in a c d b e f g h; do
   if want $s; then "section_$s"; report || echo "bench: report failed; the raw records are kept" >&2; fi
 done

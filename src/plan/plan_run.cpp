@@ -66,13 +66,14 @@ HvpEstimate estimate_hvp(const RunOptions& o, const Rank& r, DenseSetup& s, int 
 std::string lowrank_text(const DenseSetup& s) {
   const std::string bound = std::to_string(s.sketch_columns);
   return "the eigensolver first sketches H's range with up to " + bound +
-         " Hessian-times-Gaussian products (pdgemm): where H's rank is at most " + bound +
+         " Hessian-vector products with Gaussian vectors (split over the ranks as H's columns are): where H's "
+         "rank is at most " +
+         bound +
          " and the eigenpairs asked for are nonzero, it answers exactly (the other eigenvalues zero within a "
-         "certified bound) in time ~ rank x n^2; otherwise " +
-         solver_name(s.solver == Solver::lowrank ? Solver::pdsyevr : s.solver) +
-         " answers after the sketch (which costs about n^2 x 2 x " + bound +
-         " flops); the eigensolver estimate is that "
-         "solver's";
+         "certified bound) in the time of about twice rank + 80 columns of H and an orthonormalization of "
+         "n x rank^2 flops; otherwise " +
+         solver_name(s.solver == Solver::lowrank ? Solver::pdsyevr : s.solver) + " answers after the sketch (" + bound +
+         " / n of the HVP phase and n x " + bound + "^2 flops); the eigensolver estimate is that solver's";
 }
 
 json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp, const SolverTiming& eig) {

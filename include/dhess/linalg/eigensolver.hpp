@@ -34,6 +34,8 @@ Solver choose_solver_without_elpa(const EigenRequest& request, int grid_rows, in
 const char* solver_name(Solver solver);
 // Block size ELPA accepts for n on a pr×pc grid (a power of two, one block per process row/column).
 bool elpa_accepts(int block, int grid_rows, int grid_cols, int64_t n);
+// LAPACK's 32-bit integers: n² elements in one array, and for all pairs dsyevd's 1 + 6n + 2n² workspace.
+bool lapack_accepts(const EigenRequest& request, int64_t n);
 // Throws UsageError, before any heavy work, where an explicitly chosen solver cannot run on this
 // grid: ELPA with a block it does not accept, LAPACK on more than one process or past 32-bit sizes.
 void check_solver(Solver solver, const EigenRequest& request, int block, int grid_rows, int grid_cols, int64_t n);
@@ -75,9 +77,9 @@ struct Spectrum {
 // it does not run. --solver lowrank: n / 4, at least min(n, 256). --solver auto in float64 for --eigen
 // values, top:K and bottom:K at n >= 2,048: n / 16, where even a sketch by pdgemm (about n / 8
 // columns, n^3 / 4 flops) costs a fifth of a tridiagonal reduction when the rank is larger; by
-// Hessian-vector products its columns cost what H's did, and the orthonormalization (n k^2)
-// stays below n^3 / 100. Auto's bound shrinks until the sketch fits in the larger of H's share and
-// the `resolved` solver's workspace, so that trying it never makes a run need more memory.
+// Hessian-vector products (the dense run's) its columns cost what H's did, and the
+// orthonormalization (n k^2) stays below n^3 / 200. Auto's bound shrinks until the sketch fits in the larger of H's
+// share and the `resolved` solver's workspace, so that trying it never makes a run need more memory.
 int64_t lowrank_sketch_columns(Solver wanted, Solver resolved, const EigenRequest& request, Dtype dtype, int64_t n,
                                int block, int grid_rows, int grid_cols);
 
