@@ -72,6 +72,8 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   p.available = budget.bytes;
   p.available_source = budget.source;
   run_collectively(comm, [&] { engine.measure_column_bytes(); });
+  // Where batching was measured to buy nothing, the engine narrowed its panel (hvp.hpp).
+  max_columns = std::min(max_columns, engine.panel_width());
   // The operator gathers each vector whole and reduce-scatters its product: two n-vectors, and the
   // float32 copy that goes into torch.
   const double n = static_cast<double>(shard.n);

@@ -92,12 +92,7 @@ std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Pro
   int64_t smallest = engine->panel_width();
   MPI_Allreduce(MPI_IN_PLACE, &smallest, 1, MPI_INT64_T, MPI_MIN, r.comm);
   memory.panel = smallest;
-  // Each rank decides for itself whether to rebuild, so the rebuild is the collective's body, not
-  // its condition: every rank enters it.
-  options.panel = smallest;
-  run_collectively(r.comm, [&] {
-    if (smallest != engine->panel_width()) engine = std::make_unique<HvpEngine>(problem, options);
-  });
+  engine->narrow_panel_to(smallest);
   return engine;
 }
 

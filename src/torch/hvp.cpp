@@ -3,13 +3,14 @@
 // machinery (internal API, pinned to LibTorch 1.13; kept to this file).
 #include "dhess/torch/hvp.hpp"
 
-#include <malloc.h>
-
 #include <ATen/functorch/BatchedTensorImpl.h>
 #include <ATen/functorch/DynamicLayer.h>
+#include <malloc.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 
 #include "dhess/core/errors.hpp"
 #include "dhess/core/memory.hpp"
@@ -46,6 +47,9 @@ struct HvpEngine::Impl {
   int64_t n = 0;
   int64_t panel = 1;
   bool batched = true;
+  bool automatic = true;              // --hvp-mode auto: batched unless it costs more per vector
+  bool panel_given = false;           // --panel: its width stands
+  std::string narrowed;               // why the panel is narrower than memory allows
   std::string reason;                 // why the one-column path is used
   std::vector<torch::Tensor> cached;  // first-order graph when there is one micro-batch
   bool verified = false;
@@ -201,8 +205,35 @@ HvpEngine::HvpEngine(Problem& problem, const HvpOptions& options) : impl_(std::m
   Impl& e = *impl_;
   e.panel = std::max<int64_t>(1, std::min(options.panel > 0 ? options.panel : 64, e.n));
   e.batched = options.mode != BatchMode::one_column;
+  e.automatic = options.mode == BatchMode::automatic;
+  e.panel_given = options.panel > 0;
   if (!e.batched) e.reason = "--hvp-mode one_column";
 }
+
+namespace {
+
+// Batching several vectors into one backward pass pays where it amortizes the pass (small layers,
+// GPUs). On a CPU a convolution's double backward costs about as much per vector batched as alone,
+// and wide batches cost more: their tensors pass glibc's 32 MiB mmap threshold and are faulted in
+// afresh by every product (ResNet-20, 200 images on 2 ranks: 1.6 s per vector at width 4, 2.5 s
+// at 28, 1.7 s alone; bench/RESULTS.md, h). So where a product takes long enough to time (50 ms):
+// one vector per pass where width 4 costs 10% more per vector than one alone, at most 4 per pass
+// where it saves less than 20%, and the width the memory allows otherwise. Exact either way.
+void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_seconds, double single_seconds) {
+  if (!e.automatic || !e.batched || single_seconds < 0.05 || batched_seconds < 0.8 * single_seconds) return;
+  char text[160];
+  std::snprintf(text, sizeof text, "batched products took %.3g s per vector on this model, one alone %.3g s",
+                batched_seconds, single_seconds);
+  if (batched_seconds > 1.1 * single_seconds) {
+    e.batched = false;
+    e.reason = text;
+  } else if (!e.panel_given) {
+    e.panel = std::min(e.panel, width);
+    e.narrowed = std::string(": ") + text;
+  }
+}
+
+}  // namespace
 
 double HvpEngine::measure_column_bytes() {
   Impl& e = *impl_;
@@ -220,18 +251,23 @@ double HvpEngine::measure_column_bytes() {
   // give what each column adds and what a product holds whatever its width: torch's tensors and
   // all else (oneDNN's scratch memory, the autograd bookkeeping).
   e.compute(0, a, out.narrow(0, 0, a));
+  double seconds = 0;
   auto product_bytes = [&](int64_t k) {
     malloc_trim(0);
     reset_peak_rss();
     const double before = static_cast<double>(current_rss_bytes());
+    const auto start = std::chrono::steady_clock::now();
     e.compute(0, k, out.narrow(0, 0, k));
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return static_cast<double>(peak_rss_bytes()) - before;
   };
   const double at_a = product_bytes(a), at_b = b > a ? product_bytes(b) : at_a;
+  const double batched_seconds = seconds / static_cast<double>(b > a ? b : a);
   // A single vector takes the unbatched path, whose memory is its own.
   e.single_bytes = std::max(product_bytes(1), floor);
   malloc_trim(0);
   e.panel = saved;
+  prefer_the_faster_path(e, b > a ? b : a, batched_seconds, seconds);
   // Never below the vector, its product and the backward temporaries: 4 n-vectors.
   e.column_bytes = std::max(b > a ? (at_b - at_a) / static_cast<double>(b - a) : at_a / static_cast<double>(a), floor);
   e.product_bytes = std::max(0.0, at_a - static_cast<double>(a) * e.column_bytes);
@@ -250,13 +286,15 @@ void HvpEngine::fit_panel_to(std::size_t budget_bytes) {
   e.panel = std::max<int64_t>(1, std::min<int64_t>({e.panel, fits, e.n}));
 }
 
+void HvpEngine::narrow_panel_to(int64_t width) { impl_->panel = std::max<int64_t>(1, std::min(width, impl_->panel)); }
+
 HvpEngine::~HvpEngine() = default;
 int64_t HvpEngine::n() const { return impl_->n; }
 int64_t HvpEngine::panel_width() const { return impl_->panel; }
 
 std::string HvpEngine::mode_description() const {
   const Impl& e = *impl_;
-  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass)";
+  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + ")";
   return "one column per pass (" + e.reason + ")";
 }
 

@@ -27,7 +27,8 @@ class HvpEngine {
   // The memory one more column of a batched product takes (its vector, its product and the
   // backward temporaries, which grow with the model's activations), measured on the model as the
   // bytes torch takes for a product of one column and of two; builds the first-order graph first.
-  // Never below 4 n-vectors.
+  // Never below 4 n-vectors. Under --hvp-mode auto it also times the products, and takes one vector
+  // per pass where batching costs more per vector (mode_description() says so).
   double measure_column_bytes();
   // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
   double column_bytes() const;
@@ -36,6 +37,8 @@ class HvpEngine {
   // Measures, then sets the panel width to what `budget_bytes` holds, at most the width asked for
   // (64 by default). Not called when --panel was given.
   void fit_panel_to(std::size_t budget_bytes);
+  // At most `width` columns per pass (the narrowest panel over the ranks, so that all are equal).
+  void narrow_panel_to(int64_t width);
   // "batched (vmap, k=64)" or "one column per pass (reason)".
   std::string mode_description() const;
 
