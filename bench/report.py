@@ -61,6 +61,11 @@ def fmt(v, digits=3):
     return "{:.{}g}".format(v, digits)
 
 
+def count(v):
+    """An integer count with thousands separators."""
+    return "—" if v is None else "{:,}".format(int(v))
+
+
 def gb(v):
     return "—" if v is None else "{:.2f} GB".format(v / GB)
 
@@ -566,7 +571,8 @@ class Report:
     # ------------------------------------------------------------------ g
     def section_g(self):
         autos = sorted(glob.glob(os.path.join(self.raw.d, "g_*_auto_r2.summary.json")))
-        checks = sorted(glob.glob(os.path.join(self.raw.d, "g_check_convnet*.json")))
+        checks = sorted(p for p in glob.glob(os.path.join(self.raw.d, "g_check_convnet*.json"))
+                        if not p.endswith(".time.json"))
         if not autos and not checks:
             return
         self.w("## g. Rank-revealing: every nonzero eigenpair (issue 17)\n")
@@ -583,16 +589,21 @@ class Report:
                    "n = {:,}.\n".format(tag.replace("_", ":"), auto["n"]))
             self.w(table(["solver", "eigensolver s", "total s", "rank", "sketch products", "certificate",
                           "peak RSS / rank", "foreign cores"],
-                         [["auto ({})".format(auto.get("solver")), ta["eigensolver"], ta["total"], low.get("rank"),
-                           low.get("sketch_products"), low.get("certificate"),
+                         [["auto ({})".format(auto.get("solver")), ta["eigensolver"], ta["total"], count(low.get("rank")),
+                           count(low.get("sketch_products")), low.get("certificate"),
                            gb(max(auto["memory"]["peak_rss_per_rank"])), fc(self.raw.foreign("g_{}_auto_r2".format(tag)))],
-                          ["elpa", te["eigensolver"], te["total"], cmp_.get("nonzero_elpa"), "—", "—",
+                          ["elpa", te["eigensolver"], te["total"], count(cmp_.get("nonzero_elpa")), "—", "—",
                            gb(max(elpa["memory"]["peak_rss_per_rank"])), fc(self.raw.foreign("g_{}_elpa_r2".format(tag)))]]))
             speedup = te["eigensolver"] / ta["eigensolver"]
             self.w("- eigensolver: auto {:.1f}× faster than ELPA; eigenvalues (all n, the zeros included) agree to "
                    "{} of max|λ|; nonzero (|λ| > 1e-9 max|λ|): auto {}, ELPA {} ({} negative)\n".format(
                        speedup, fmt(cmp_.get("max_difference_relative")), cmp_.get("nonzero_auto"),
                        cmp_.get("nonzero_elpa"), cmp_.get("negative_elpa")))
+            d = self.raw.summary("d_dhess_auto_r2")
+            if d and d.get("solver") == "elpa2" and d.get("n") == auto["n"]:
+                self.w("- ELPA 2-stage took {:.0f} s on the same problem in section d's run (an earlier commit, a fresh H "
+                       "rather than one read back): {:.1f}× against that\n".format(
+                           d["timings_seconds"]["eigensolver"], d["timings_seconds"]["eigensolver"] / ta["eigensolver"]))
             same = cmp_.get("max_difference_relative", 1) <= 1e-9
             self.target("{}: --solver auto's eigensolver ≥ 10× faster than ELPA, same eigenvalues".format(tag),
                         speedup >= 10 and same, "{:.1f}×, max difference {} of max|λ|".format(
@@ -610,8 +621,8 @@ class Report:
                    "(eager PyTorch, float64 double backward, nothing dhess computed but the pairs checked).\n".format(hw))
             self.w(table(["n", "rank", "negative / positive", "HVPs", "total s", "peak RSS / rank", "plan / rank",
                           "max residual ‖Hz−λz‖/max|λ|", "‖Hg−ZZᵀHg‖/‖Hg‖", "max |ZᵀZ−I|", "foreign cores"],
-                         [["{:,}".format(s["n"]), nz.get("nonzero_eigenvalues"), "{} / {}".format(ev.get("negative"), ev.get("positive")),
-                           s.get("hvp_products"), s["timings_seconds"]["total"],
+                         [["{:,}".format(s["n"]), count(nz.get("nonzero_eigenvalues")),
+                           "{} / {}".format(ev.get("negative"), ev.get("positive")), count(s.get("hvp_products")), s["timings_seconds"]["total"],
                            gb(max(s["memory"]["peak_rss_per_rank"])), gb(s["memory"].get("plan_bytes_per_rank")),
                            c.get("max_residual"), c.get("max_outside_span"), c.get("orthonormality"),
                            fc(self.raw.foreign(name))]]))
@@ -630,11 +641,11 @@ class Report:
             ours = self.raw.time("h_dhess_" + tag) or {}
             top = sorted((p["eigenvalue"] for p in s.get("lanczos", {}).get("pairs", [])), reverse=True)
             peer_top = peer["values"].get("top_eigenvalues", [])
-            rows.append(["PyHessian's algorithms (float32, 2 threads)", tag, peer["wall_seconds"], peer["hvps_total"],
-                         ", ".join(fmt(v, 5) for v in peer_top), fmt(peer["values"].get("trace")),
+            rows.append(["PyHessian's algorithms (float32, 2 threads)", tag, peer["wall_seconds"], count(peer["hvps_total"]),
+                         ", ".join(fmt(v, 5) for v in peer_top) or "—", fmt(peer["values"].get("trace")),
                          gb(peer["peak_rss_bytes"]), fc(peer.get("foreign_cores"))])
-            rows.append(["dhess spectrum --dtype float32 (2 ranks)", tag, ours.get("wall_seconds"), s.get("hvp_products"),
-                         ", ".join(fmt(v, 5) for v in top[:len(peer_top)]),
+            rows.append(["dhess spectrum --dtype float32 (2 ranks)", tag, ours.get("wall_seconds"),
+                         count(s.get("hvp_products")), ", ".join(fmt(v, 5) for v in top[:len(peer_top)]) or "—",
                          fmt(s.get("trace", {}).get("value")) if tag == "top1_trace52" else "—",
                          gb(max(s["memory"]["peak_rss_per_rank"])) + " per rank", fc(ours.get("foreign_cores"))])
             if ours.get("wall_seconds"):
@@ -655,7 +666,8 @@ class Report:
         self.w("Peer: `bench/pyhessian_peer.py` (PyHessian's power iteration with deflation and Hutchinson, float32, "
                "one process of 2 threads). dhess: `dhess spectrum --dtype float32 --trace-estimator hutchinson "
                "--bottom 0 --tol 1e-3 --slq-probes 0 --diagonal none` on 2 ranks of 1 thread (data-parallel, 100 images "
-               "each); wall time of the whole process either way.\n")
+               "each); wall time of the whole process either way. Jobs, the same numbers on both sides: top1_trace52 "
+               "`--top 1 --trace-probes 52`, top5 `--top 5`, slq `--top 0 --slq-probes 1 --slq-steps 100`.\n")
         self.w(table(["tool", "job", "wall s", "HVPs", "top eigenvalues", "trace", "peak RSS", "foreign cores"], rows))
         self.w("\n".join(lines) + "\n")
 
