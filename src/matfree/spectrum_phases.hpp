@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "dhess/core/dtype.hpp"
 #include "dhess/core/layout.hpp"
 #include "dhess/dist/row_shard.hpp"
 #include "dhess/io/output_dir.hpp"
@@ -34,5 +35,13 @@ std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResul
 // The diagonal's sum and largest |entry| per parameter tensor, for summary.json. Collective.
 nlohmann::json diagonal_per_parameter(const Rank& r, const DiagonalResult& diagonal, const RowShard& shard,
                                       const ParameterLayout& layout);
+
+// "  trace: about 335.8 +- 24.8 (Hutchinson estimate from 52 products)\n", or the exact trace
+// with the estimates beside it, from summary.json's "trace".
+std::string trace_line(const nlohmann::json& trace);
+// "%.3g".
+std::string scientific(double v);
+// summary.json's "precision": which parts run in which dtype, and the accuracy measured.
+nlohmann::json precision_of(Dtype dtype);
 
 }  // namespace dhess

@@ -26,27 +26,6 @@ namespace {
 
 using json = nlohmann::json;
 
-// "trace: -40.8 (exact: sum of the exact diagonal); estimates: Hutch++ ..." or "trace: about ... +- ...".
-std::string trace_line(const json& t) {
-  auto number = [](const json& v) { return std::to_string(v.get<double>()); };
-  std::string estimates;
-  for (const auto& [key, name] : {std::pair{"hutchpp", "Hutch++"}, std::pair{"hutchinson", "Hutchinson"}})
-    if (t.contains(key))
-      estimates += (estimates.empty() ? "" : ", ") + std::string(name) + " " + number(t[key]) + " +- " +
-                   number(t[std::string(key) + "_stderr"]);
-  if (t["exact"].get<bool>())
-    return "  trace: " + number(t["value"]) + " (" + t["method"].get<std::string>() + ")" +
-           (estimates.empty() ? "" : "; estimates: " + estimates) + "\n";
-  return "  trace: about " + number(t["value"]) + " +- " + number(t["stderr"]) + " (" + t["method"].get<std::string>() +
-         ")\n";
-}
-
-std::string scientific(double v) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g", v);
-  return text;
-}
-
 bool exact_diagonal_wanted(const SpectrumOptions& so, int64_t n) {
   return so.diagonal == DiagonalMode::exact || (so.diagonal == DiagonalMode::automatic && n <= 20000);
 }
@@ -358,7 +337,7 @@ class SpectrumRun {
     summary_["threads_per_rank"] = l_.threads;
     summary_["model"] = model_summary(o_, l_);
     summary_["dtype"] = dtype_name(o_.problem.dtype);
-    summary_["precision"] = precision();
+    summary_["precision"] = precision_of(o_.problem.dtype);
     summary_["hvp_products"] = op_.products();
     summary_["hvp"] = {{"mode", engine_.mode_description()}, {"unbatched_ops", torch_notes["unbatched_ops"]}};
     summary_["torch_warnings"] = torch_notes["other"];
@@ -374,17 +353,6 @@ class SpectrumRun {
     });
     out_.commit(files);
     say(r_, o_, closing_text(files));
-  }
-
-  json precision() const {
-    const bool single = o_.problem.dtype == Dtype::float32;
-    return {
-        {"products", dtype_name(o_.problem.dtype)},
-        {"vectors_and_recurrences", "float64"},
-        {"accuracy", single ? "float32 products: on the model zoo (tests/e2e/test_zoo.py) the top eigenvalues and the "
-                              "trace stay within 1e-5 relative of float64 products (measured: below 4e-7); "
-                              "the default --tol is 1e-5"
-                            : "float64 throughout"}};
   }
 
   std::string closing_text(const std::vector<std::string>& files) const {
