@@ -6,10 +6,11 @@
 
 namespace dhess {
 
-ColumnSplitOperator::ColumnSplitOperator(HvpEngine& engine, const RowShard& shard, MPI_Comm comm)
-    : engine_(engine), shard_(shard), comm_(comm), counts_(shard, comm) {
+ColumnSplitOperator::ColumnSplitOperator(HvpEngine& engine, int64_t n, MPI_Comm comm)
+    : engine_(engine), comm_(comm), counts_(n, comm, RowShard::blocks) {
   MPI_Comm_rank(comm, &rank_);
   MPI_Comm_size(comm, &size_);
+  shard_ = RowShard::blocks(n, rank_, size_);
 }
 
 // Rounds of one panel per rank: column c0 + i goes to rank i / panel, whole.

@@ -170,8 +170,7 @@ class DenseRun {
   // assembled H costs 2 n^2 flops a vector (bench/RESULTS.md).
   ShardedOperator sketch_products() const {
     if constexpr (std::is_same_v<T, double>) {
-      if (s_.sketch_columns > 0)
-        return ColumnSplitOperator(*s_.engine, RowShard::blocks(s_.n, grid_.rank(), grid_.size()), grid_.comm());
+      if (s_.sketch_columns > 0) return ColumnSplitOperator(*s_.engine, s_.n, grid_.comm());
     }
     return {};
   }

@@ -21,25 +21,13 @@ RowShard RowShard::blocks(int64_t n, int rank, int size) {
   return s;
 }
 
-ShardCounts::ShardCounts(int64_t n, MPI_Comm comm) {
+ShardCounts::ShardCounts(int64_t n, MPI_Comm comm, RowShard (*shard_of)(int64_t, int, int)) {
   int size = 1;
   MPI_Comm_size(comm, &size);
   for (int p = 0; p < size; ++p) {
-    const RowShard s = RowShard::of(n, p, size);
+    const RowShard s = shard_of(n, p, size);
     counts.push_back(static_cast<int>(s.rows()));
     displs.push_back(static_cast<int>(s.begin));
-  }
-}
-
-ShardCounts::ShardCounts(const RowShard& mine, MPI_Comm comm) {
-  int size = 1;
-  MPI_Comm_size(comm, &size);
-  const int own[2] = {static_cast<int>(mine.rows()), static_cast<int>(mine.begin)};
-  std::vector<int> all(2 * static_cast<std::size_t>(size));
-  MPI_Allgather(own, 2, MPI_INT, all.data(), 2, MPI_INT, comm);
-  for (int p = 0; p < size; ++p) {
-    counts.push_back(all[2 * p]);
-    displs.push_back(all[2 * p + 1]);
   }
 }
 

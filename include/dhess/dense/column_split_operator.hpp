@@ -16,7 +16,8 @@ namespace dhess {
 
 class ColumnSplitOperator {
  public:
-  ColumnSplitOperator(HvpEngine& engine, const RowShard& shard, MPI_Comm comm);
+  // Vectors of n rows sharded as RowShard::blocks, the rank-revealing solver's layout (lowrank.hpp).
+  ColumnSplitOperator(HvpEngine& engine, int64_t n, MPI_Comm comm);
   // y = H·x for k vectors, this rank's rows (column-major rows × k). Collective.
   void operator()(const double* x, int64_t k, double* y);
 

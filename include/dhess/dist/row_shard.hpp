@@ -18,12 +18,11 @@ struct RowShard {
   static RowShard blocks(int64_t n, int rank, int size);
 };
 
-// Every rank's row count and first row, as MPI's v-collectives take them: RowShard::of's, or
-// each rank's own `mine` (any layout). Collective in the second form.
+// Every rank's row count and first row, as MPI's v-collectives take them, in the layout
+// `shard_of` gives (RowShard::of or RowShard::blocks).
 struct ShardCounts {
   std::vector<int> counts, displs;
-  ShardCounts(int64_t n, MPI_Comm comm);
-  ShardCounts(const RowShard& mine, MPI_Comm comm);
+  ShardCounts(int64_t n, MPI_Comm comm, RowShard (*shard_of)(int64_t, int, int) = RowShard::of);
 };
 
 // k row-sharded columns (rows × k) gathered whole: n × k on rank 0 (empty elsewhere), or on
@@ -34,7 +33,7 @@ std::vector<double> scatter_columns_from_root(const std::vector<double>& all, co
                                               MPI_Comm comm);
 void allgather_columns(const double* local, const RowShard& shard, int64_t k, double* all, MPI_Comm comm);
 // Row-sharded column ↔ that column whole on rank `root` (`whole` is read or written there only),
-// for any layout `counts` describes. Collective.
+// in the layout `counts` describes. Collective.
 void gather_column(const double* local, const RowShard& shard, const ShardCounts& counts, double* whole, int root,
                    MPI_Comm comm);
 void scatter_column(const double* whole, const RowShard& shard, const ShardCounts& counts, double* local, int root,
