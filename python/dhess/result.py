@@ -20,6 +20,7 @@ class Parameter(NamedTuple):
     offset: int
     size: int
     aliases: Tuple[str, ...]
+    requires_grad: bool = True  # False: frozen in the model, in H all the same
 
 
 def load(out_dir):
@@ -165,5 +166,6 @@ def _read_layout(path):
     """layout.json as an ordered dict name → Parameter; results written before dhess reported tied
     parameters have no "aliases" key, which means none."""
     entries = json.loads(path.read_text())["parameters"]
-    return {p["name"]: Parameter(p["name"], tuple(p["shape"]), p["offset"], p["size"], tuple(p.get("aliases", [])))
+    return {p["name"]: Parameter(p["name"], tuple(p["shape"]), p["offset"], p["size"], tuple(p.get("aliases", [])),
+                                 p.get("requires_grad", True))
             for p in entries}

@@ -9,10 +9,10 @@
 
 namespace dhess {
 
-void ParameterLayout::add(std::string name, std::vector<int64_t> shape, std::vector<std::string> aliases) {
+void ParameterLayout::add(std::string name, std::vector<int64_t> shape, std::vector<std::string> aliases, bool frozen) {
   int64_t size = 1;
   for (auto d : shape) size *= d;
-  params_.push_back({std::move(name), std::move(shape), n_, size, std::move(aliases)});
+  params_.push_back({std::move(name), std::move(shape), n_, size, std::move(aliases), frozen});
   n_ += size;
 }
 
@@ -30,11 +30,22 @@ std::size_t ParameterLayout::index_of(const std::string& name) const {
   throw UsageError("no parameter named '" + name + "' in the layout");
 }
 
+std::vector<std::string> ParameterLayout::frozen() const {
+  std::vector<std::string> names;
+  for (const auto& p : params_)
+    if (p.frozen) names.push_back(p.name);
+  return names;
+}
+
 nlohmann::json ParameterLayout::to_json() const {
   nlohmann::json params = nlohmann::json::array();
   for (const auto& p : params_)
-    params.push_back(
-        {{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}, {"size", p.size}, {"aliases", p.aliases}});
+    params.push_back({{"name", p.name},
+                      {"shape", p.shape},
+                      {"offset", p.offset},
+                      {"size", p.size},
+                      {"aliases", p.aliases},
+                      {"requires_grad", !p.frozen}});
   return {
       {"n", n_},
       {"order", "named_parameters() order, each tensor once (tied names are aliases), flattened row-major (C order)"},
@@ -59,6 +70,7 @@ std::string ParameterLayout::table() const {
     s << std::left << std::setw(static_cast<int>(width)) << p.name << "  " << std::setw(18) << shape_string(p.shape)
       << std::right << std::setw(12) << p.offset << std::setw(12) << p.size;
     for (std::size_t a = 0; a < p.aliases.size(); ++a) s << (a ? ", " : "  also named ") << p.aliases[a];
+    if (p.frozen) s << "  requires_grad=False in the model";
     s << '\n';
   }
   s << "n = " << n_ << " parameters\n";

@@ -32,6 +32,22 @@ EnvLookup process_env() {
   return [](const char* name) { return std::getenv(name); };
 }
 
+namespace {
+
+// A frozen layer is in H like any parameter; say so, since PyHessian and optimizers skip it.
+void note_frozen(const Rank& r, const RunOptions& o, const std::vector<std::string>& frozen) {
+  if (frozen.empty() || !r.root() || o.quiet) return;
+  std::string names;
+  for (std::size_t i = 0; i < frozen.size() && i < 4; ++i) names += (i ? ", " : "") + frozen[i];
+  if (frozen.size() > 4) names += " and " + std::to_string(frozen.size() - 4) + " more";
+  std::fprintf(stderr,
+               "dhess: note: %zu parameter(s) have requires_grad=False in the model (%s): H covers them like every "
+               "parameter; to leave them out, pass --params a regex of the others\n",
+               frozen.size(), names.c_str());
+}
+
+}  // namespace
+
 Loaded load(const RunOptions& o, const Rank& r) {
   Loaded l;
   l.place = node_placement(r.comm, process_env());
@@ -47,6 +63,7 @@ Loaded load(const RunOptions& o, const Rank& r) {
   run_collectively(r.comm, [&] { l.check = l.problem->check(); });
   for (const auto& name : l.check.unused_parameters)
     warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
+  note_frozen(r, o, l.problem->layout().frozen());
   return l;
 }
 
@@ -114,7 +131,8 @@ json model_summary(const RunOptions& o, const Loaded& l) {
           {"micro_batches", p.num_micro_batches()},
           {"params_regex", o.problem.params_text},
           {"train_mode", o.problem.train_mode},
-          {"unused_parameters", l.check.unused_parameters}};
+          {"unused_parameters", l.check.unused_parameters},
+          {"frozen_parameters", p.layout().frozen()}};
 }
 
 }  // namespace dhess

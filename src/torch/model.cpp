@@ -130,12 +130,13 @@ void select_parameters(Problem::Impl& p) {
   for (auto& shared : tensors) {
     torch::Tensor& t = shared.tensor;
     if (!t.is_floating_point()) continue;
+    const bool frozen = !t.requires_grad();
     const bool keep = std::any_of(shared.names.begin(), shared.names.end(), selected);
     t.requires_grad_(keep);
     if (!keep) continue;
     p.params.push_back(t);
     p.layout.add(shared.names.front(), t.sizes().vec(),
-                 std::vector<std::string>(shared.names.begin() + 1, shared.names.end()));
+                 std::vector<std::string>(shared.names.begin() + 1, shared.names.end()), frozen);
   }
   if (p.params.empty())
     throw UsageError("--params '" + p.spec.params_text + "' matches no parameter of the model (" + some_names(tensors) +

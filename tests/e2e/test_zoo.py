@@ -201,6 +201,15 @@ class ModelZoo(unittest.TestCase):
         self.assert_exact("bn_eval")
         self.assert_spectrum_extremes("bn_eval")
 
+    @uses("frozen_l1")
+    def test_frozen_layer_is_in_h_and_marked_in_the_layout(self):
+        code, _, stderr, out = self.dhess_case("frozen_l1", "layout")
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("requires_grad=False in the model (l1.weight)", stderr)
+        layout, _ = self.assert_exact("frozen_l1")
+        frozen = [p["name"] for p in layout["parameters"] if not p["requires_grad"]]
+        self.assertEqual(frozen, self.cases["frozen_l1"]["frozen"])
+
     @uses("sum_loss_none")
     def test_loss_none_returning_a_sum_matches_oracle_in_one_batch(self):
         self.assert_exact("sum_loss_none")

@@ -77,7 +77,8 @@ def rowwise_hessian(value, params):
 
 
 def oracle(model, loss, inputs, targets, regex=None, train=False):
-    """H of the mean loss on the whole data set, on a float64 copy of the eager model.
+    """H of the mean loss on the whole data set, on a float64 copy of the eager model, over every
+    selected parameter: a frozen one (requires_grad=False) too, as dhess's layout says.
 
     The copy keeps the exported model's values (a float32 model is converted, as dhess does),
     and its train-mode forward (BatchNorm updating its running statistics) leaves the
@@ -87,6 +88,8 @@ def oracle(model, loss, inputs, targets, regex=None, train=False):
     if targets is not None and targets.is_floating_point():
         targets = targets.double()
     names, params = selected(m, regex)
+    for p in params:
+        p.requires_grad_(True)
     return rowwise_hessian(loss_of(m, loss, inputs, targets), params), names
 
 
@@ -391,6 +394,12 @@ refused_case("bn_train_batch4", "bn_train", ["--batch-size", "4"],
              "BatchNorm in train mode normalizes by the batch it sees: micro-batches change the loss")
 # The same model in eval mode: running statistics, no coupling; exact on any split of the data.
 exact_case("bn_eval", net, "bn_train", [x], y, "cross_entropy")
+
+# A frozen first layer (requires_grad=False, as in fine-tuning): in H like every parameter.
+frozen = copy.deepcopy(net).eval()
+frozen.l1.weight.requires_grad_(False)
+export("frozen_l1", frozen, [x], y)
+exact_case("frozen_l1", frozen, "frozen_l1", [x], y, "cross_entropy", frozen=["l1.weight"])
 
 # --loss none with forward returning a SUM over samples: exact in one batch; micro-batches refused.
 seed(808)

@@ -16,13 +16,16 @@ struct ParameterInfo {
   // Other names of the same tensor (tied weights): named_parameters() lists a shared
   // tensor once per name, the layout once, under its first name.
   std::vector<std::string> aliases;
+  // requires_grad=False in the model as saved (a frozen layer): H covers it all the same, as
+  // torch.autograd.functional.hessian over every parameter would; --params leaves it out.
+  bool frozen = false;
 };
 
 class ParameterLayout {
  public:
   ParameterLayout() = default;
   // Appends a parameter after the existing ones.
-  void add(std::string name, std::vector<int64_t> shape, std::vector<std::string> aliases = {});
+  void add(std::string name, std::vector<int64_t> shape, std::vector<std::string> aliases = {}, bool frozen = false);
 
   int64_t n() const { return n_; }
   const std::vector<ParameterInfo>& parameters() const { return params_; }
@@ -30,6 +33,8 @@ class ParameterLayout {
   std::size_t owner_of(int64_t j) const;
   // Index of the parameter called `name` (or aliased so); throws if absent.
   std::size_t index_of(const std::string& name) const;
+  // Names of the parameters frozen in the model (requires_grad=False), layout order.
+  std::vector<std::string> frozen() const;
 
   nlohmann::json to_json() const;
   // Human-readable table (name, shape, offset, size, aliases).
