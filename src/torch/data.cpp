@@ -18,7 +18,9 @@ c10::IValue load_pickle(const std::string& path) {
   try {
     return torch::jit::pickle_load(bytes);
   } catch (const std::exception& e) {
-    throw InputError("data file '" + path + "' is not a readable torch.save file: " + torch_message(e));
+    // A pickled Dataset or custom class needs Python to read it; its tensors do not.
+    throw InputError("data file '" + path + "' is not a readable torch.save file: " + torch_message(e) +
+                     " (save tensors only: torch.save((inputs, targets), path))");
   }
 }
 
@@ -76,7 +78,8 @@ Samples parse_samples(const c10::IValue& v, const std::string& path, Loss loss) 
   }
   if (items.size() != 2 || !items[1].isTensor())
     throw InputError("data file '" + path + "' holds a sequence of " + std::to_string(items.size()) + " items; " +
-                     expected);
+                     expected +
+                     (items.size() > 2 ? " (a list of samples? stack them: (torch.stack(xs), torch.stack(ys)))" : ""));
   return {tensors_of(items[0], "inputs", path), items[1].toTensor()};
 }
 
@@ -125,6 +128,24 @@ torch::Tensor convert_targets(const Problem::Impl& p, torch::Tensor targets) {
   return targets.to(p.device);
 }
 
+// Prefix counts of the class targets torch's mean counts (not ignore_index); empty when every
+// sample weighs the same (no class targets, or none ignored).
+std::vector<int64_t> counted_targets(const Problem::Impl& p) {
+  const torch::Tensor& t = p.all_targets;
+  const bool classes = p.loss == Loss::cross_entropy || p.loss == Loss::nll;
+  if (!classes || !t.defined() || t.is_floating_point() || p.all_inputs.empty()) return {};
+  const torch::Tensor kept = t.ne(kIgnoredClass).reshape({p.num_samples, -1}).sum(1).cpu();
+  const int64_t total = kept.sum().item<int64_t>();
+  if (total == t.numel()) return {};
+  if (total == 0)
+    throw InputError("every target of " + data_name(p.spec) + " is " + std::to_string(kIgnoredClass) +
+                     " (torch's ignore_index): the mean loss over no targets is undefined");
+  std::vector<int64_t> before(static_cast<std::size_t>(p.num_samples) + 1, 0);
+  const auto* k = kept.data_ptr<int64_t>();
+  for (int64_t i = 0; i < p.num_samples; ++i) before[i + 1] = before[i] + k[i];
+  return before;
+}
+
 // The number of samples, after checking that every input and the targets agree on it.
 int64_t count_samples(const ProblemSpec& spec, const Samples& samples) {
   if (samples.inputs.empty()) return 1;
@@ -167,6 +188,7 @@ void place_samples(Problem::Impl& p, Samples samples, const ForwardArity& arity)
   p.num_samples = count_samples(p.spec, samples);
   p.all_inputs = std::move(samples.inputs);
   p.all_targets = samples.targets;
+  p.counted = counted_targets(p);
   p.split(0, p.num_samples);
 }
 
@@ -174,7 +196,9 @@ MicroBatch Problem::Impl::slice(int64_t begin, int64_t end) const {
   MicroBatch mb;
   for (const auto& t : all_inputs) mb.inputs.push_back(t.narrow(0, begin, end - begin));
   if (all_targets.defined()) mb.targets = all_targets.narrow(0, begin, end - begin);
-  mb.weight = static_cast<double>(end - begin) / static_cast<double>(num_samples);
+  mb.weight = counted.empty()
+                  ? static_cast<double>(end - begin) / static_cast<double>(num_samples)
+                  : static_cast<double>(counted[end] - counted[begin]) / static_cast<double>(counted.back());
   return mb;
 }
 
@@ -216,9 +240,11 @@ void Problem::require_separable(int shards) const {
     mb.weight = 1;
     return p.loss_of(mb).item<double>();
   };
+  // Each piece weighs what it counts in the mean: its samples, or its targets not ignored.
+  const double wa = p.slice(a0, a1).weight, wb = p.slice(b0, b1).weight;
+  if (wa + wb == 0) return;
   const double a = mean_loss(a0, a1), again = mean_loss(a0, a1), b = mean_loss(b0, b1), together = mean_loss(a0, b1);
-  const double apart =
-      (static_cast<double>(a1 - a0) * a + static_cast<double>(b1 - b0) * b) / static_cast<double>(b1 - a0);
+  const double apart = (wa * a + wb * b) / (wa + wb);
   const double rounding = p.scalar_type == torch::kFloat64 ? 1e-9 : 1e-4;
   const double scale = std::max({std::abs(a), std::abs(b), std::abs(together), 1e-300});
   const std::string split = shards > 1 && first[1].first == p.num_samples / shards

@@ -22,11 +22,13 @@ void require_class_targets(Loss loss, const torch::Tensor& y, const torch::Tenso
   if (y.dim() < 2 || y.size(0) != t.size(0) || t.dim() != y.dim() - 1)
     throw InputError(std::string("--loss ") + loss_name(loss) + ": model output shape " + shape_of(y) +
                      " does not fit class targets of shape " + shape_of(t) + " (expected output [N, C, ...])");
-  const int64_t lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
+  const torch::Tensor kept = t.masked_select(t.ne(kIgnoredClass));
+  if (kept.numel() == 0) return;
+  const int64_t lo = kept.min().item<int64_t>(), hi = kept.max().item<int64_t>();
   if (lo < 0 || hi >= y.size(1))
     throw InputError("targets of " + data + " hold class " + std::to_string(lo < 0 ? lo : hi) +
                      " but the model outputs " + std::to_string(y.size(1)) + " classes (output shape " + shape_of(y) +
-                     ")");
+                     "; " + std::to_string(kIgnoredClass) + ", torch's ignore_index, is left out of the mean)");
 }
 
 torch::Tensor mean_loss(Loss loss, const torch::Tensor& y, const torch::Tensor& targets, const std::string& data) {
@@ -38,6 +40,8 @@ torch::Tensor mean_loss(Loss loss, const torch::Tensor& y, const torch::Tensor& 
     case Loss::cross_entropy:
     case Loss::nll:
       require_class_targets(loss, y, targets, data);
+      // A micro-batch whose every target is ignored weighs 0 in the mean; torch's own mean is 0/0.
+      if (!targets.is_floating_point() && !targets.ne(kIgnoredClass).any().item<bool>()) return y.sum() * 0;
       return loss == Loss::nll ? at::nll_loss(y, targets) : at::cross_entropy_loss(y, targets);
     case Loss::mse:
     case Loss::bce_with_logits:

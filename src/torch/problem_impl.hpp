@@ -32,6 +32,11 @@ struct Problem::Impl {
   int64_t forward_arity = 0;              // number of forward() arguments besides self
   std::vector<torch::Tensor> all_inputs;  // the whole data set (micro-batches are views of it)
   torch::Tensor all_targets;
+  // With class targets, torch's mean leaves out those equal to ignore_index (-100, as padding
+  // in language models): counted[i] is how many of samples [0, i) the mean counts, and a
+  // micro-batch's share of the whole mean is its count over the total. Empty: every sample
+  // counts alike.
+  std::vector<int64_t> counted;
 
   // Micro-batches of samples [begin, end), weighted as shares of the whole data set.
   void split(int64_t begin, int64_t end);
@@ -75,6 +80,9 @@ void select_parameters(Problem::Impl& p);
 // Why a loss can be NaN/Inf: the tensors of the model that hold such values, or, when there
 // are none, the model's own arithmetic.
 std::string nonfinite_state(const torch::jit::Module& module);
+
+// torch's default ignore_index of cross_entropy and nll_loss: a class target left out of the mean.
+constexpr int64_t kIgnoredClass = -100;
 
 // ---- data.cpp -----------------------------------------------------------------------------------
 

@@ -193,6 +193,8 @@ def write_fixtures(d):
                    p("float_targets.pt"))
         script(Linear(4, 3), p("classes3.pt"))
         torch.save((torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 7, 1, 0])), p("class7.pt"))
+        torch.save((torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, -100, 2, -3, 1, 0])), p("class_m3.pt"))
+        torch.save((torch.randn(6, 4, dtype=torch.float64), torch.full((6,), -100)), p("all_ignored.pt"))
         x = torch.randn(30, 4, dtype=torch.float64)
         x[3, 1] = float("nan")
         x[5, 0] = float("inf")
@@ -350,6 +352,14 @@ class BadInputs(unittest.TestCase):
     def test_class_out_of_range_for_cross_entropy(self):
         self.expect_error(65, ["--model", self.f("classes3.pt"), "--data", self.f("class7.pt"), "--loss",
                                "cross_entropy"], "class 7", "3 classes", self.f("class7.pt"))
+
+    def test_negative_class_other_than_ignore_index(self):
+        self.expect_error(65, ["--model", self.f("classes3.pt"), "--data", self.f("class_m3.pt"), "--loss",
+                               "cross_entropy"], "class -3", "3 classes", self.f("class_m3.pt"))
+
+    def test_every_class_target_ignored(self):
+        self.expect_error(65, ["--model", self.f("classes3.pt"), "--data", self.f("all_ignored.pt"), "--loss",
+                               "cross_entropy"], "every target", "-100", self.f("all_ignored.pt"))
 
     def test_targets_shape_mismatch_for_mse(self):
         self.expect_error(65, ["--model", self.f("classes3.pt"), "--data", self.f("linear_data.pt"), "--loss", "mse"],

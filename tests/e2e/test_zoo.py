@@ -184,6 +184,11 @@ class ModelZoo(unittest.TestCase):
         out = self.assert_spectrum_extremes("tied_lm")
         self.assert_tied_layout("tied_lm", read_json(os.path.join(out, "layout.json")))
 
+    @uses("tied_lm_padded")
+    def test_padded_targets_leave_the_mean_exactly_in_micro_batches_and_shards(self):
+        self.assert_exact("tied_lm_padded")
+        self.assert_spectrum_extremes("tied_lm_padded")
+
     @uses("bn_train")
     def test_batchnorm_in_train_mode_on_the_whole_batch_matches_oracle(self):
         self.assert_exact("bn_train")

@@ -365,6 +365,17 @@ y = torch.randint(0, 5, (6, 4))
 export("tied_lm", net, [tokens], y)
 H = exact_case("tied_lm", net, "tied_lm", [tokens], y, "cross_entropy", layout=tied_layout)
 tied_mutation_check(net, H, tokens, y)
+# Padded targets: -100 (torch's ignore_index) is left out of the mean, which is then over the
+# targets counted, not the samples: micro-batches of 2 are exact only if each weighs its count;
+# samples 2 and 3 are all padding, so one micro-batch weighs nothing.
+padded = y.clone()
+padded[0, 1:] = -100
+padded[2:4] = -100
+padded[5, 3] = -100
+by_samples = sum(F.cross_entropy(net(tokens[i:i + 2]), padded[i:i + 2]) for i in (0, 4)) / 3
+assert abs(by_samples - F.cross_entropy(net(tokens), padded)) > 1e-2, "weighting by samples would go unnoticed"
+export("tied_lm_padded", net, [tokens], padded)
+exact_case("tied_lm_padded", net, "tied_lm_padded", [tokens], padded, "cross_entropy", flags=["--batch-size", "2"])
 # The same model exported in float32: dhess converts it to float64 and must keep the tie.
 net32 = copy.deepcopy(net).float()
 assert net32.dec.weight is net32.emb.weight
