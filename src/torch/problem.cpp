@@ -76,6 +76,12 @@ void accumulate(std::vector<torch::Tensor>& sum, std::size_t i, const torch::Ten
   sum[i] = sum[i].defined() ? sum[i] + part : part;
 }
 
+InputError no_second_derivative(const std::exception& e) {
+  return InputError("the model has no second derivative here: " + torch_message(e) +
+                    " (torch differentiates that op once, not twice); rewrite it with operations torch can "
+                    "differentiate twice, or select with --params only parameters that act after it in forward");
+}
+
 FirstPass first_pass(const Problem::Impl& p) {
   FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
   for (const auto& batch : p.batches) {
@@ -102,8 +108,9 @@ FirstPass first_pass(const Problem::Impl& p) {
       hv = torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
                                  /*allow_unused=*/true);
     } catch (const c10::Error& e) {
-      throw InputError("the model has no second derivative (torch cannot differentiate its gradient): " +
-                       torch_message(e));
+      throw no_second_derivative(e);
+    } catch (const std::runtime_error& e) {  // autograd's NotImplemented node throws these
+      throw no_second_derivative(e);
     }
     for (std::size_t i = 0; i < hv.size(); ++i)
       if (hv[i].defined()) accumulate(pass.curvature, i, hv[i]);

@@ -101,6 +101,18 @@ def write_fixtures(d):
         def forward(self, x):
             return self.l(x) + (self.w.abs() ** 1.5).sum()
 
+    class GridSample(nn.Module):
+        """torch 1.13 differentiates grid_sample once: its backward has no derivative of its own."""
+
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 4)
+
+        def forward(self, x):
+            grid = torch.tanh(self.l(x)).reshape(-1, 1, 2, 2)
+            image = x[:, :1].reshape(-1, 1, 1, 1) * torch.ones(1, 1, 4, 4, dtype=x.dtype)
+            return nn.functional.grid_sample(image, grid, align_corners=False).flatten(1)
+
     class Raises(nn.Module):
         def __init__(self):
             super().__init__()
@@ -209,6 +221,7 @@ def write_fixtures(d):
         script(NanGradient(), p("nan_grad.pt"))
         script(NanHessian(), p("nan_hessian.pt"))
         script(Raises(), p("raises.pt"))
+        script(GridSample(), p("grid_sample.pt"))
         torch.save((torch.randn(30, 4, 2, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)),
                    p("inputs_3d.pt"))
         script(Conv(), p("conv.pt"))
@@ -390,6 +403,10 @@ class BadInputs(unittest.TestCase):
         # Caught before the eigensolver (which would print ScaLAPACK's own complaints and fail on one rank
         # after another): the Hessian columns of parameter 'w' are NaN.
         self.expect_error(65, self.linear(**{"--model": self.f("nan_hessian.pt")}), "Hessian", "NaN")
+
+    def test_op_without_a_second_derivative(self):
+        self.expect_error(65, self.linear(**{"--model": self.f("grid_sample.pt")}), "no second derivative",
+                          "grid_sampler_2d_backward", "--params")
 
     def test_params_matching_nothing(self):
         self.expect_error(64, self.linear(**{"--params": "^conv"}), "--params '^conv'", "l.weight")
