@@ -101,6 +101,21 @@ json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEst
   return plan;
 }
 
+// "1234.5 s", and past two hours also in hours, days or years: a plan may say "not in this life".
+std::string duration(double seconds) {
+  char text[64];
+  const double hour = 3600, day = 24 * hour, year = 365.25 * day;
+  if (seconds < 2 * hour)
+    std::snprintf(text, sizeof text, "%.1f s", seconds);
+  else if (seconds < 2 * day)
+    std::snprintf(text, sizeof text, "%.0f s (%.1f hours)", seconds, seconds / hour);
+  else if (seconds < 2 * year)
+    std::snprintf(text, sizeof text, "%.0f s (%.1f days)", seconds, seconds / day);
+  else
+    std::snprintf(text, sizeof text, "%.3g s (%.3g years)", seconds, seconds / year);
+  return text;
+}
+
 std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp,
                       const SolverTiming& eig) {
   const MemoryPlan& m = s.plan;
@@ -111,15 +126,16 @@ std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const
                 "  n = %lld parameters, %d rank(s) on a %dx%d grid, block %d, %s, --eigen %s\n"
                 "  memory per rank: H share %s + eigenvectors %s + solver workspace %s + panel %s + process %s"
                 " = %s; available %s per rank (%s): %s\n"
-                "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %.1f s (%s)\n"
-                "  eigensolver (%s): %s %.1f s (%s); total %s %.1f s\n",
+                "  Hessian-vector products: %lld columns at %.1f columns/s per rank -> %s (%s)\n"
+                "  eigensolver (%s): %s %s (%s); total %s %s\n",
                 s.loaded.problem->description().c_str(), static_cast<long long>(s.n), ranks, s.rows, s.cols, s.block,
                 dtype_name(o.problem.dtype), s.request.text().c_str(), human_bytes(m.h).c_str(),
                 human_bytes(m.z).c_str(), human_bytes(m.workspace).c_str(), human_bytes(m.panel).c_str(),
                 human_bytes(m.baseline).c_str(), human_bytes(m.total).c_str(), human_bytes(m.available).c_str(),
                 m.available_source.c_str(), m.total <= m.available ? "fits" : "DOES NOT FIT",
-                static_cast<long long>(s.n), hvp.rate, hvp.seconds, hvp.basis.c_str(), solver_name(s.solver), about,
-                eig.seconds, eig.basis.c_str(), about, hvp.seconds + eig.seconds);
+                static_cast<long long>(s.n), hvp.rate, duration(hvp.seconds).c_str(), hvp.basis.c_str(),
+                solver_name(s.solver), about, duration(eig.seconds).c_str(), eig.basis.c_str(), about,
+                duration(hvp.seconds + eig.seconds).c_str());
   std::string out = text;
   if (s.sketch_columns > 0) out += "  lowrank: " + lowrank_text(s) + "\n";
   if (!s.solver_note.empty()) out += "  " + s.solver_note + "\n";

@@ -204,7 +204,9 @@ std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
          " is available per rank (" + m.available_source + "); use about " +
          std::to_string(ranks_that_fit(o, s, ranks)) + " ranks of this size" +
          (o.problem.dtype == Dtype::float32 ? "" : ", --dtype float32") +
-         (s.request.wants_vectors() ? ", or --eigen values (no eigenvectors)" : "");
+         (s.request.wants_vectors() ? ", --eigen values (no eigenvectors)" : "") +
+         ", or no dense H: dhess spectrum (matrix-free: extreme eigenpairs, density, trace; --nonzero for every "
+         "nonzero eigenpair of a low-rank H) keeps a few vectors of n per rank";
 }
 
 }  // namespace dhess
