@@ -408,10 +408,9 @@ std::unique_ptr<Checkpoint> open_checkpoint(const RunOptions& o, const SpectrumO
 void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm) {
   Rank r(comm);
   const double start = MPI_Wtime();
-  Loaded l = load(o, r);
+  Loaded l = load(o, r, r.size);
   Problem& problem = *l.problem;
   run_collectively(comm, [&] { problem.require_separable(r.size); });
-  problem.keep_shard(r.rank, r.size);
   const int64_t n = problem.layout().n();
   // Row shards travel in MPI's int counts and displacements (Open MPI 4.1 has no large-count calls).
   if (n > std::numeric_limits<int>::max())

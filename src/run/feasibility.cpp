@@ -194,10 +194,17 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
 std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
   const MemoryPlan& m = s.plan;
   if (m.total <= m.available) return s.limit;
-  if (m.baseline + m.panel >= m.available)
+  if (m.baseline + m.panel >= m.available) {
+    const Problem& p = *s.loaded.problem;
+    // The graph of one micro-batch is part of the process: smaller ones shrink it, ranks do not.
+    const bool split = p.num_micro_batches() == 1 && p.num_samples() > 1;
     return "n = " + std::to_string(s.n) + ": the process itself needs " + human_bytes(m.baseline + m.panel) +
-           " per rank (torch, model, data, one panel) but " + human_bytes(m.available) + " is available per rank (" +
-           m.available_source + "): more ranks will not help; give each rank more memory";
+           " per rank (torch, model, data, the graph of " + std::to_string(p.largest_micro_batch()) +
+           " samples, one panel) but " + human_bytes(m.available) + " is available per rank (" + m.available_source +
+           "): more ranks will not help; " +
+           (split ? "pass --batch-size (micro-batches: one graph of fewer samples at a time), or " : "") +
+           "give each rank more memory";
+  }
   return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
          ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +

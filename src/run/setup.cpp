@@ -1,5 +1,7 @@
 #include "dhess/run/setup.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +10,8 @@
 
 #include "dhess/core/collective.hpp"
 #include "dhess/core/errors.hpp"
+#include "dhess/core/memory.hpp"
+#include "dhess/run/feasibility.hpp"
 #include "dhess/torch/device.hpp"
 
 namespace dhess {
@@ -46,9 +50,96 @@ void note_frozen(const Rank& r, const RunOptions& o, const std::vector<std::stri
                frozen.size(), names.c_str());
 }
 
+// The shards' parts of the first pass, summed into the whole data set's loss and gradient; a
+// parameter is unused only where no shard uses it.
+void sum_over_shards(const Rank& r, const ParameterLayout& layout, ProblemCheck& c) {
+  MPI_Allreduce(MPI_IN_PLACE, &c.loss, 1, MPI_DOUBLE, MPI_SUM, r.comm);
+  constexpr std::size_t chunk = std::size_t(1) << 30;  // MPI counts are ints
+  for (std::size_t at = 0; at < c.gradient.size(); at += chunk)
+    MPI_Allreduce(MPI_IN_PLACE, c.gradient.data() + at, static_cast<int>(std::min(chunk, c.gradient.size() - at)),
+                  MPI_DOUBLE, MPI_SUM, r.comm);
+  const auto& params = layout.parameters();
+  std::vector<int> used(params.size(), 1);
+  for (const auto& name : c.unused_parameters) used[layout.index_of(name)] = 0;
+  MPI_Allreduce(MPI_IN_PLACE, used.data(), static_cast<int>(used.size()), MPI_INT, MPI_MAX, r.comm);
+  c.unused_parameters.clear();
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!used[i]) c.unused_parameters.push_back(params[i].name);
+}
+
+// The first pass holds the graph of its largest micro-batch at once. Its memory is projected
+// from passes over fewer samples and refused before it runs, rather than killed by the kernel
+// halfway. A pass below kNoiseFloor measures the allocator more than the model, so the probe
+// grows past it first; small passes also overstate the growth per sample, so while the
+// projection exceeds the budget and the next probe stays within 3/4 of it, the probe doubles.
+constexpr double kNoiseFloor = 64e6;
+
+struct Projection {
+  double bytes = 0, per_sample = 0;  // of the largest pass, and what one more sample adds
+};
+
+Projection project_first_pass(const Problem& p, int64_t most, double budget) {
+  auto bytes = [&](int64_t k) { return p.pass_memory(k); };
+  const double process = static_cast<double>(current_rss_bytes());
+  auto affordable = [&](double next) { return process + next <= 0.75 * budget; };
+  int64_t k = 16;
+  double at_k = bytes(k);
+  while (at_k < kNoiseFloor && 4 * k <= most && affordable(2 * at_k)) at_k = bytes(k *= 2);
+  double at_2k = bytes(2 * k);
+  for (;;) {
+    Projection out;
+    // Below the floor the difference is noise: charge every byte to the samples instead.
+    out.per_sample = at_k < kNoiseFloor ? at_2k / static_cast<double>(2 * k)
+                                        : std::max(0.0, (at_2k - at_k) / static_cast<double>(k));
+    out.bytes = process + at_2k + out.per_sample * static_cast<double>(most - 2 * k);
+    const double next = at_2k + out.per_sample * static_cast<double>(2 * k);
+    if (out.bytes <= budget || 8 * k > most || !affordable(next)) return out;
+    k *= 2;
+    at_k = at_2k;
+    at_2k = bytes(2 * k);
+  }
+}
+
+void require_first_pass_fits(const RunOptions& o, const Rank& r, const Loaded& l, int shards) {
+  const Problem& p = *l.problem;
+  const int64_t most = p.largest_micro_batch();
+  const MemoryBudget budget = memory_per_rank(o, l.place.local_size, r.comm);
+  double need[2] = {0, 0};  // bytes of the largest pass, and of one more sample
+  // A model that fails here fails alike on every rank: the error is agreed, like check()'s.
+  run_collectively(r.comm, [&] {
+    if (l.device != "cpu" || most <= 64) return;
+    const Projection pr = project_first_pass(p, most, budget.bytes);
+    need[0] = pr.bytes;
+    need[1] = pr.per_sample;
+  });
+  MPI_Allreduce(MPI_IN_PLACE, need, 2, MPI_DOUBLE, MPI_MAX, r.comm);
+  if (need[0] <= budget.bytes) return;
+  const double fixed = need[0] - need[1] * static_cast<double>(most);
+  const auto fitting = static_cast<int64_t>((budget.bytes - fixed) / std::max(need[1], 1.0) / 2);
+  const std::string pass = o.problem.batch_size > 0 ? "a micro-batch of --batch-size"
+                           : shards > 1             ? "this rank's data shard"
+                                                    : "the whole data set at once";
+  run_collectively(r.comm, [&] {
+    throw ResourceError("one pass over " + std::to_string(most) + " samples (" + pass + ") needs about " +
+                        human_bytes(need[0]) + " per rank (its graph and a product grow by about " +
+                        human_bytes(need[1]) + " per sample, measured on passes over fewer samples) but " +
+                        human_bytes(budget.bytes) + " is available per rank (" + budget.source + "); " +
+                        (fitting >= 1
+                             ? "pass --batch-size " + std::to_string(fitting) + " (micro-batches sum to the same H)"
+                             : "a single sample does not fit: give each rank more memory") +
+                        (shards > 1 ? ", or use more ranks (each takes a shard of the samples)" : ""));
+  });
+}
+
 }  // namespace
 
-Loaded load(const RunOptions& o, const Rank& r) {
+double gradient_norm(const ProblemCheck& c) {
+  double sq = 0;
+  for (double g : c.gradient) sq += g * g;
+  return std::sqrt(sq);
+}
+
+Loaded load(const RunOptions& o, const Rank& r, int shards) {
   Loaded l;
   l.place = node_placement(r.comm, process_env());
   l.threads = threads_per_rank(o.threads, process_env(), cores_available(), l.place.local_size);
@@ -60,7 +151,10 @@ Loaded load(const RunOptions& o, const Rank& r) {
     spec.device = l.device;
     l.problem = std::make_unique<Problem>(spec);
   });
+  if (shards > 1) l.problem->keep_shard(r.rank, shards);
+  require_first_pass_fits(o, r, l, shards);
   run_collectively(r.comm, [&] { l.check = l.problem->check(); });
+  if (shards > 1) sum_over_shards(r, l.problem->layout(), l.check);
   for (const auto& name : l.check.unused_parameters)
     warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
   note_frozen(r, o, l.problem->layout().frozen());
@@ -126,7 +220,7 @@ json model_summary(const RunOptions& o, const Loaded& l) {
           {"description", p.description()},
           {"loss", p.loss_name()},
           {"loss_value", l.check.loss},
-          {"gradient_norm", l.check.gradient_norm},
+          {"gradient_norm", gradient_norm(l.check)},
           {"samples", p.num_samples()},
           {"micro_batches", p.num_micro_batches()},
           {"params_regex", o.problem.params_text},

@@ -1,7 +1,9 @@
 // Problem: the model, the data and the loss put together (model.cpp, data.cpp, loss.cpp), and
 // the one gradient pass that checks them before any Hessian-vector product.
+#include <malloc.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +11,7 @@
 #include <sstream>
 
 #include "dhess/core/errors.hpp"
+#include "dhess/core/memory.hpp"
 #include "problem_impl.hpp"
 
 namespace dhess {
@@ -118,10 +121,10 @@ FirstPass first_pass(const Problem::Impl& p) {
   return pass;
 }
 
-// ‖∇L‖² of parameter i, refused when not finite.
-double gradient_square(const ParameterInfo& info, const torch::Tensor& g, double loss) {
-  const double s = g.to(torch::kFloat64).pow(2).sum().item<double>();
-  if (std::isfinite(s)) return s;
+// The gradient of parameter i as doubles, refused when not finite.
+std::vector<double> finite_gradient(const ParameterInfo& info, const torch::Tensor& g, double loss) {
+  const torch::Tensor d = g.to(torch::kCPU, torch::kFloat64).contiguous();
+  if (std::isfinite(d.pow(2).sum().item<double>())) return {d.data_ptr<double>(), d.data_ptr<double>() + d.numel()};
   const auto bad = (~torch::isfinite(g)).sum().item<int64_t>();
   throw InputError("the gradient of parameter '" + info.name + "' " + shape_string(info.shape) + " has " +
                    (bad > 0 ? std::to_string(bad) + " NaN or Inf entries" : std::string("an overflowing norm")) +
@@ -170,19 +173,46 @@ ProblemCheck Problem::check() {
   const FirstPass pass = first_pass(p);
   ProblemCheck result;
   result.loss = pass.loss;
-  double sq = 0;
+  result.gradient.assign(static_cast<std::size_t>(p.layout.n()), 0.0);
   for (std::size_t i = 0; i < p.params.size(); ++i) {
     const auto& info = p.layout.parameters()[i];
     if (!pass.gradient[i].defined()) {
       result.unused_parameters.push_back(info.name);
       continue;
     }
-    sq += gradient_square(info, pass.gradient[i], pass.loss);
+    const std::vector<double> g = finite_gradient(info, pass.gradient[i], pass.loss);
+    std::copy(g.begin(), g.end(), result.gradient.begin() + info.offset);
   }
   for (std::size_t i = 0; i < p.params.size(); ++i)
     require_finite_curvature(p.layout.parameters()[i], pass.curvature[i], pass.loss);
-  result.gradient_norm = std::sqrt(sq);
   return result;
+}
+
+int64_t Problem::largest_micro_batch() const {
+  int64_t most = 0;
+  for (const auto& batch : impl_->batches)
+    if (!batch.inputs.empty()) most = std::max(most, batch.inputs[0].size(0));
+  return most;
+}
+
+double Problem::pass_memory(int64_t samples) const {
+  const Impl& p = *impl_;
+  const MicroBatch batch = p.slice(0, std::min(samples, p.num_samples));
+  malloc_trim(0);
+  reset_peak_rss();
+  const double before = static_cast<double>(current_rss_bytes());
+  {
+    const std::vector<torch::Tensor> gradient = p.gradient_graph(batch);
+    std::vector<torch::Tensor> outputs, ones;
+    for (const auto& g : gradient)
+      if (g.defined() && g.requires_grad()) outputs.push_back(g), ones.push_back(torch::ones_like(g));
+    if (!outputs.empty())
+      torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
+                            /*allow_unused=*/true);
+  }
+  const double peak = static_cast<double>(peak_rss_bytes()) - before;
+  malloc_trim(0);
+  return std::max(0.0, peak);
 }
 
 void Problem::export_to(const std::string& model_path, const std::string& data_path) const {

@@ -141,6 +141,15 @@ def write_fixtures(d):
         def forward(self, x):
             return self.l2(torch.tanh(self.l1(x)))
 
+    class SmallConv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(2, 4, 3, padding=1)
+            self.l = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.l(torch.tanh(self.c(x)).mean((2, 3)))
+
     class BatchNormNet(nn.Module):
         def __init__(self):
             super().__init__()
@@ -231,6 +240,9 @@ def write_fixtures(d):
         torch.save((torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)),
                    p("unused_data.pt"))
 
+        script(SmallConv(), p("small_conv.pt"))
+        torch.save((torch.randn(1000, 2, 24, 24, dtype=torch.float64), torch.randint(0, 3, (1000,))),
+                   p("many_images.pt"))
         script(BatchNormNet(), p("batchnorm.pt"))
         script(SumOfLosses(), p("sum_of_losses.pt"))
         script(Dropped(), p("dropout.pt"))
@@ -725,6 +737,16 @@ class BadInputs(unittest.TestCase):
             out = os.path.join(mnt, "r")
             self.expect_error(74, self.wide(**{"--eigen": "none"}) + ["--save-hessian"], "hessian.h5", out=out,
                               ranks=1)
+
+    def test_first_pass_over_all_samples_past_memory(self):
+        # One forward over 1,000 images keeps about 400 MB of graph; refused before it runs, with a
+        # --batch-size that fits, instead of being killed by the kernel halfway through.
+        args = ["--model", self.f("small_conv.pt"), "--data", self.f("many_images.pt"), "--loss", "cross_entropy"]
+        self.expect_error(74, args + ["--mem-per-rank", "450M"], "one pass over 1000 samples", "450.00 MB",
+                          "--batch-size")
+        # dhess spectrum on 2 ranks: each rank's first pass covers its shard of 500 images.
+        self.expect_error(74, ["spectrum"] + args + ["--mem-per-rank", "350M"],
+                          "one pass over 500 samples (this rank's data shard)", "more ranks")
 
     def test_one_rank_memory(self):
         self.expect_error(74, ["--model", "builtin:convnet:200"], "n = 6400325", ranks=1)

@@ -49,6 +49,20 @@ class Spectrum(unittest.TestCase):
         self.assertLessEqual(np.abs(w - ref).max() / np.abs(ref).max(), 1e-8)
         self.assertTrue(all(p["converged"] for p in self.summary["lanczos"]["pairs"]))
 
+    def test_loss_and_gradient_are_the_whole_data_sets_though_each_rank_holds_a_shard(self):
+        # Each rank's first pass covers its data shard only; the parts are summed. The oracle: the
+        # eager TorchScript model on the whole data set, differentiated once by Python torch.
+        import torch
+        import torch.nn.functional as F
+        model = torch.jit.load(oracle("convnet.pt")).double()
+        x, y = torch.load(oracle("convnet_data.pt"))
+        loss = F.cross_entropy(model(x.double()), y)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        norm = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+        got = self.summary["model"]
+        self.assertLessEqual(abs(got["loss_value"] - loss.item()), 1e-12 * abs(loss.item()))
+        self.assertLessEqual(abs(got["gradient_norm"] - norm), 1e-10 * norm)
+
     def test_eigenvectors_satisfy_the_stated_criterion(self):
         w = np.load(os.path.join(self.out, "eigenvalues.npy"))
         with h5py.File(os.path.join(self.out, "eigenvectors.h5"), "r") as f:

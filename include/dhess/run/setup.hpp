@@ -36,8 +36,12 @@ struct Loaded {
   int threads = 1;
   NodePlacement place;
 };
-// Loads and checks the problem on every rank (errors agreed on all ranks).
-Loaded load(const RunOptions& o, const Rank& r);
+// Loads and checks the problem on every rank (errors agreed on all ranks). With `shards` > 1 each
+// rank keeps its data shard (dhess spectrum) before the first pass, whose loss and gradient are
+// then summed over the shards. Refuses (ResourceError) a first pass projected past the memory.
+Loaded load(const RunOptions& o, const Rank& r, int shards = 1);
+// ‖∇L‖ of the whole data set's loss.
+double gradient_norm(const ProblemCheck& c);
 
 std::vector<double> gather_doubles(const Rank& r, double mine);
 std::vector<std::string> gather_strings(const Rank& r, const std::string& mine);

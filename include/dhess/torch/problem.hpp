@@ -30,10 +30,11 @@ struct ProblemSpec {
   std::string device = "cpu";  // a torch device string such as "cpu" or "cuda:1"
 };
 
-// What one gradient pass over the whole data set found.
+// What one gradient pass over this rank's samples found (all of them, or its data shard: the
+// shards' parts sum to the whole data set's).
 struct ProblemCheck {
   double loss = 0;
-  double gradient_norm = 0;
+  std::vector<double> gradient;                // flattened in layout order
   std::vector<std::string> unused_parameters;  // the loss does not depend on them
 };
 
@@ -68,9 +69,16 @@ class Problem {
   // two pieces evaluated together with their weighted mean evaluated apart.
   void require_separable(int shards) const;
 
-  // One forward/backward pass over all data: loss, gradient, unused parameters;
+  // One forward/backward pass over this rank's micro-batches: loss, gradient, unused parameters;
   // throws on shapes the model rejects, a non-scalar or non-finite loss.
   ProblemCheck check();
+
+  // The samples in the largest micro-batch this rank evaluates at once (0 without data).
+  int64_t largest_micro_batch() const;
+  // The peak memory (bytes) of the first pass -- loss, gradient with its graph, one Hessian-vector
+  // product -- over the first `samples` samples as one micro-batch, from a heap given back to the
+  // kernel (glibc would otherwise reuse what earlier passes freed and hide it).
+  double pass_memory(int64_t samples) const;
 
   // Writes the model (TorchScript) and data (torch.save format) to files that
   // Python's torch.jit.load / torch.load read: how builtins are reproduced.
