@@ -206,6 +206,10 @@ class ModelZoo(unittest.TestCase):
         self.assert_exact("bn_eval")
         self.assert_spectrum_extremes("bn_eval")
 
+    @uses("embedding_layernorm")
+    def test_torchscript_is_differentiated_as_written_not_as_the_jit_optimizes_it(self):
+        self.assert_exact("embedding_layernorm")
+
     @uses("frozen_l1")
     def test_frozen_layer_is_in_h_and_marked_in_the_layout(self):
         code, _, stderr, out = self.dhess_case("frozen_l1", "layout")

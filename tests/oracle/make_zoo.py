@@ -284,6 +284,21 @@ class SumLoss(nn.Module):
         return ((self.l2(torch.tanh(self.l1(x))) - y) ** 2).sum()
 
 
+class EmbeddingLayerNorm(nn.Module):
+    """Token ids -> Embedding (padding_idx) -> LayerNorm -> mean over the sequence -> leaky ReLU ->
+    Linear. TorchScript's optimizing graph executor differentiates this with its own formulas
+    (autodiff subgraphs), off from eager by about 7e-10 of max|H|: dhess must interpret it as written."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 5, padding_idx=0)
+        self.ln = nn.LayerNorm(5)
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, tokens):
+        return self.out(F.leaky_relu(self.ln(self.emb(tokens)).mean(1), 0.1))
+
+
 class OwnCrossEntropy(nn.Module):
     """--loss none with integer labels: forward computes its own (mean) cross-entropy."""
 
@@ -420,6 +435,13 @@ export("sum_loss_none", net, [x], y, takes_targets=True)
 exact_case("sum_loss_none", net, "sum_loss_none", [x], y, "none")
 refused_case("sum_loss_none_batch2", "sum_loss_none", ["--batch-size", "2"],
              "a sum over samples is not a mean: micro-batches weighted by their size change the loss")
+
+# Embedding -> LayerNorm, where the graph executor's own derivatives would be off (see the class).
+seed(1010)
+net = EmbeddingLayerNorm().eval()
+tokens, y = torch.randint(0, 12, (6, 7)), torch.randint(0, 2, (6,))
+export("embedding_layernorm", net, [tokens], y)
+exact_case("embedding_layernorm", net, "embedding_layernorm", [tokens], y, "cross_entropy")
 
 # --loss none with int64 labels: forward's own cross-entropy gets the labels as integers; a mean
 # over samples, so micro-batches (3+3+3+1) are exact.
