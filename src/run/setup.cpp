@@ -133,12 +133,6 @@ void require_first_pass_fits(const RunOptions& o, const Rank& r, const Loaded& l
 
 }  // namespace
 
-double gradient_norm(const ProblemCheck& c) {
-  double sq = 0;
-  for (double g : c.gradient) sq += g * g;
-  return std::sqrt(sq);
-}
-
 Loaded load(const RunOptions& o, const Rank& r, int shards) {
   Loaded l;
   l.place = node_placement(r.comm, process_env());
@@ -155,6 +149,11 @@ Loaded load(const RunOptions& o, const Rank& r, int shards) {
   require_first_pass_fits(o, r, l, shards);
   run_collectively(r.comm, [&] { l.check = l.problem->check(); });
   if (shards > 1) sum_over_shards(r, l.problem->layout(), l.check);
+  // The norm is all that is kept of the gradient: n doubles would stay for the whole run.
+  double sq = 0;
+  for (double g : l.check.gradient) sq += g * g;
+  l.check.gradient_norm = std::sqrt(sq);
+  std::vector<double>().swap(l.check.gradient);
   for (const auto& name : l.check.unused_parameters)
     warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
   note_frozen(r, o, l.problem->layout().frozen());
@@ -220,7 +219,7 @@ json model_summary(const RunOptions& o, const Loaded& l) {
           {"description", p.description()},
           {"loss", p.loss_name()},
           {"loss_value", l.check.loss},
-          {"gradient_norm", gradient_norm(l.check)},
+          {"gradient_norm", l.check.gradient_norm},
           {"samples", p.num_samples()},
           {"micro_batches", p.num_micro_batches()},
           {"params_regex", o.problem.params_text},

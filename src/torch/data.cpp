@@ -215,7 +215,9 @@ void Problem::Impl::split(int64_t begin, int64_t end) {
     if (begin == 0) batches.push_back({{}, all_targets, 1.0});
     return;
   }
-  for (const auto& [s, e] : pieces(begin, end)) batches.push_back(slice(s, e));
+  // A micro-batch of padding only (no class target counted) weighs nothing: it is left out.
+  for (const auto& [s, e] : pieces(begin, end))
+    if (MicroBatch mb = slice(s, e); mb.weight > 0) batches.push_back(std::move(mb));
 }
 
 void Problem::keep_shard(int rank, int size) {
@@ -226,11 +228,12 @@ void Problem::keep_shard(int rank, int size) {
 void Problem::require_separable(int shards) const {
   const Impl& p = *impl_;
   if (p.all_inputs.empty()) return;
-  // The first two pieces of the split this run makes: adjacent, so together they are one slice.
+  // The first two pieces of the split this run makes that count in the mean; together they are one
+  // slice, in which any piece of padding only between them counts for nothing either.
   std::vector<std::pair<int64_t, int64_t>> first;
   for (int s = 0; s < shards && first.size() < 2; ++s)
     for (const auto& piece : p.pieces(p.num_samples * s / shards, p.num_samples * (s + 1) / shards))
-      if (first.size() < 2) first.push_back(piece);
+      if (first.size() < 2 && p.slice(piece.first, piece.second).weight > 0) first.push_back(piece);
   if (first.size() < 2) return;
   const auto [a0, a1] = first[0];
   const auto [b0, b1] = first[1];
@@ -242,7 +245,6 @@ void Problem::require_separable(int shards) const {
   };
   // Each piece weighs what it counts in the mean: its samples, or its targets not ignored.
   const double wa = p.slice(a0, a1).weight, wb = p.slice(b0, b1).weight;
-  if (wa + wb == 0) return;
   const double a = mean_loss(a0, a1), again = mean_loss(a0, a1), b = mean_loss(b0, b1), together = mean_loss(a0, b1);
   const double apart = (wa * a + wb * b) / (wa + wb);
   const double rounding = p.scalar_type == torch::kFloat64 ? 1e-9 : 1e-4;

@@ -86,6 +86,19 @@ InputError no_second_derivative(const std::exception& e) {
                     "differentiate twice, or select with --params only parameters that act after it in forward");
 }
 
+// The product of the gradient's graph with `vectors`, the gradient's graph freed.
+std::vector<torch::Tensor> second_derivative(const Problem::Impl& p, const std::vector<torch::Tensor>& gradient,
+                                             const std::vector<torch::Tensor>& vectors) {
+  try {
+    return torch::autograd::grad(gradient, p.params, vectors, /*retain_graph=*/false, /*create_graph=*/false,
+                                 /*allow_unused=*/true);
+  } catch (const c10::Error& e) {
+    throw no_second_derivative(e);
+  } catch (const std::runtime_error& e) {  // autograd's NotImplemented node throws these
+    throw no_second_derivative(e);
+  }
+}
+
 FirstPass first_pass(const Problem::Impl& p) {
   FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
   for (const auto& batch : p.batches) {
@@ -107,15 +120,7 @@ FirstPass first_pass(const Problem::Impl& p) {
       if (grads[i].requires_grad()) outputs.push_back(grads[i]), ones.push_back(torch::ones_like(grads[i]));
     }
     if (outputs.empty()) continue;
-    std::vector<torch::Tensor> hv;
-    try {
-      hv = torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
-                                 /*allow_unused=*/true);
-    } catch (const c10::Error& e) {
-      throw no_second_derivative(e);
-    } catch (const std::runtime_error& e) {  // autograd's NotImplemented node throws these
-      throw no_second_derivative(e);
-    }
+    const std::vector<torch::Tensor> hv = second_derivative(p, outputs, ones);
     for (std::size_t i = 0; i < hv.size(); ++i)
       if (hv[i].defined()) accumulate(pass.curvature, i, hv[i]);
   }
@@ -212,9 +217,7 @@ double Problem::pass_memory(int64_t samples) const {
     std::vector<torch::Tensor> outputs, ones;
     for (const auto& g : gradient)
       if (g.defined() && g.requires_grad()) outputs.push_back(g), ones.push_back(torch::ones_like(g));
-    if (!outputs.empty())
-      torch::autograd::grad(outputs, p.params, ones, /*retain_graph=*/false, /*create_graph=*/false,
-                            /*allow_unused=*/true);
+    if (!outputs.empty()) second_derivative(p, outputs, ones);
   }
   const double peak = static_cast<double>(peak_rss_bytes()) - before;
   malloc_trim(0);

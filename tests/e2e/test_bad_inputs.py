@@ -231,6 +231,8 @@ def write_fixtures(d):
         script(NanHessian(), p("nan_hessian.pt"))
         script(Raises(), p("raises.pt"))
         script(GridSample(), p("grid_sample.pt"))
+        torch.save((torch.randn(100, 4, dtype=torch.float64), torch.randn(100, 2, dtype=torch.float64)),
+                   p("linear_data_100.pt"))
         torch.save((torch.randn(30, 4, 2, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)),
                    p("inputs_3d.pt"))
         script(Conv(), p("conv.pt"))
@@ -241,7 +243,7 @@ def write_fixtures(d):
                    p("unused_data.pt"))
 
         script(SmallConv(), p("small_conv.pt"))
-        torch.save((torch.randn(1000, 2, 24, 24, dtype=torch.float64), torch.randint(0, 3, (1000,))),
+        torch.save((torch.randn(2000, 2, 24, 24, dtype=torch.float64), torch.randint(0, 3, (2000,))),
                    p("many_images.pt"))
         script(BatchNormNet(), p("batchnorm.pt"))
         script(SumOfLosses(), p("sum_of_losses.pt"))
@@ -417,8 +419,9 @@ class BadInputs(unittest.TestCase):
         self.expect_error(65, self.linear(**{"--model": self.f("nan_hessian.pt")}), "Hessian", "NaN")
 
     def test_op_without_a_second_derivative(self):
-        self.expect_error(65, self.linear(**{"--model": self.f("grid_sample.pt")}), "no second derivative",
-                          "grid_sampler_2d_backward", "--params")
+        for data in ("linear_data.pt", "linear_data_100.pt"):  # 100: met first by the memory probe of the first pass
+            self.expect_error(65, self.linear(**{"--model": self.f("grid_sample.pt"), "--data": self.f(data)}),
+                              "no second derivative", "grid_sampler_2d_backward", "--params")
 
     def test_params_matching_nothing(self):
         self.expect_error(64, self.linear(**{"--params": "^conv"}), "--params '^conv'", "l.weight")
@@ -739,14 +742,14 @@ class BadInputs(unittest.TestCase):
                               ranks=1)
 
     def test_first_pass_over_all_samples_past_memory(self):
-        # One forward over 1,000 images keeps about 400 MB of graph; refused before it runs, with a
+        # One forward over 2,000 images keeps about 480 MB of graph; refused before it runs, with a
         # --batch-size that fits, instead of being killed by the kernel halfway through.
         args = ["--model", self.f("small_conv.pt"), "--data", self.f("many_images.pt"), "--loss", "cross_entropy"]
-        self.expect_error(74, args + ["--mem-per-rank", "450M"], "one pass over 1000 samples", "450.00 MB",
+        self.expect_error(74, args + ["--mem-per-rank", "450M"], "one pass over 2000 samples", "450.00 MB",
                           "--batch-size")
-        # dhess spectrum on 2 ranks: each rank's first pass covers its shard of 500 images.
+        # dhess spectrum on 2 ranks: each rank's first pass covers its shard of 1,000 images.
         self.expect_error(74, ["spectrum"] + args + ["--mem-per-rank", "350M"],
-                          "one pass over 500 samples (this rank's data shard)", "more ranks")
+                          "one pass over 1000 samples (this rank's data shard)", "more ranks")
 
     def test_one_rank_memory(self):
         self.expect_error(74, ["--model", "builtin:convnet:200"], "n = 6400325", ranks=1)

@@ -40,8 +40,6 @@ struct Loaded {
 // rank keeps its data shard (dhess spectrum) before the first pass, whose loss and gradient are
 // then summed over the shards. Refuses (ResourceError) a first pass projected past the memory.
 Loaded load(const RunOptions& o, const Rank& r, int shards = 1);
-// ‖∇L‖ of the whole data set's loss.
-double gradient_norm(const ProblemCheck& c);
 
 std::vector<double> gather_doubles(const Rank& r, double mine);
 std::vector<std::string> gather_strings(const Rank& r, const std::string& mine);

@@ -34,7 +34,8 @@ struct ProblemSpec {
 // shards' parts sum to the whole data set's).
 struct ProblemCheck {
   double loss = 0;
-  std::vector<double> gradient;                // flattened in layout order
+  double gradient_norm = 0;                    // of the whole data set's gradient (set by run/)
+  std::vector<double> gradient;                // flattened in layout order; emptied once summed
   std::vector<std::string> unused_parameters;  // the loss does not depend on them
 };
 
