@@ -40,8 +40,6 @@ torch::Tensor mean_loss(Loss loss, const torch::Tensor& y, const torch::Tensor& 
     case Loss::cross_entropy:
     case Loss::nll:
       require_class_targets(loss, y, targets, data);
-      // A micro-batch whose every target is ignored weighs 0 in the mean; torch's own mean is 0/0.
-      if (!targets.is_floating_point() && !targets.ne(kIgnoredClass).any().item<bool>()) return y.sum() * 0;
       return loss == Loss::nll ? at::nll_loss(y, targets) : at::cross_entropy_loss(y, targets);
     case Loss::mse:
     case Loss::bce_with_logits:

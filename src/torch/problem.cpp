@@ -99,6 +99,16 @@ std::vector<torch::Tensor> second_derivative(const Problem::Impl& p, const std::
   }
 }
 
+// H·1 along the graph of `gradient` (a micro-batch's), per parameter; empty where the gradient
+// does not depend on the parameters.
+std::vector<torch::Tensor> product_with_ones(const Problem::Impl& p, const std::vector<torch::Tensor>& gradient) {
+  std::vector<torch::Tensor> outputs, ones;
+  for (const auto& g : gradient)
+    if (g.defined() && g.requires_grad()) outputs.push_back(g), ones.push_back(torch::ones_like(g));
+  if (outputs.empty()) return {};
+  return second_derivative(p, outputs, ones);
+}
+
 FirstPass first_pass(const Problem::Impl& p) {
   FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
   for (const auto& batch : p.batches) {
@@ -113,24 +123,19 @@ FirstPass first_pass(const Problem::Impl& p) {
       throw InputError("the loss does not depend on any selected parameter (check --params and the model)");
     auto grads = torch::autograd::grad({value}, p.params, {}, /*retain_graph=*/true, /*create_graph=*/true,
                                        /*allow_unused=*/true);
-    std::vector<torch::Tensor> outputs, ones;
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      if (!grads[i].defined()) continue;
-      accumulate(pass.gradient, i, grads[i].detach());
-      if (grads[i].requires_grad()) outputs.push_back(grads[i]), ones.push_back(torch::ones_like(grads[i]));
-    }
-    if (outputs.empty()) continue;
-    const std::vector<torch::Tensor> hv = second_derivative(p, outputs, ones);
+    for (std::size_t i = 0; i < grads.size(); ++i)
+      if (grads[i].defined()) accumulate(pass.gradient, i, grads[i].detach());
+    const std::vector<torch::Tensor> hv = product_with_ones(p, grads);
     for (std::size_t i = 0; i < hv.size(); ++i)
       if (hv[i].defined()) accumulate(pass.curvature, i, hv[i]);
   }
   return pass;
 }
 
-// The gradient of parameter i as doubles, refused when not finite.
-std::vector<double> finite_gradient(const ParameterInfo& info, const torch::Tensor& g, double loss) {
+// The gradient of parameter i as contiguous doubles on the CPU, refused when not finite.
+torch::Tensor finite_gradient(const ParameterInfo& info, const torch::Tensor& g, double loss) {
   const torch::Tensor d = g.to(torch::kCPU, torch::kFloat64).contiguous();
-  if (std::isfinite(d.pow(2).sum().item<double>())) return {d.data_ptr<double>(), d.data_ptr<double>() + d.numel()};
+  if (std::isfinite(d.pow(2).sum().item<double>())) return d;
   const auto bad = (~torch::isfinite(g)).sum().item<int64_t>();
   throw InputError("the gradient of parameter '" + info.name + "' " + shape_string(info.shape) + " has " +
                    (bad > 0 ? std::to_string(bad) + " NaN or Inf entries" : std::string("an overflowing norm")) +
@@ -191,8 +196,8 @@ ProblemCheck Problem::check() {
       result.unused_parameters.push_back(info.name);
       continue;
     }
-    const std::vector<double> g = finite_gradient(info, pass.gradient[i], pass.loss);
-    std::copy(g.begin(), g.end(), result.gradient.begin() + info.offset);
+    const torch::Tensor g = finite_gradient(info, pass.gradient[i], pass.loss);
+    std::copy_n(g.data_ptr<double>(), g.numel(), result.gradient.begin() + info.offset);
   }
   for (std::size_t i = 0; i < p.params.size(); ++i)
     require_finite_curvature(p.layout.parameters()[i], pass.curvature[i], pass.loss);
@@ -212,13 +217,7 @@ double Problem::pass_memory(int64_t samples) const {
   malloc_trim(0);
   reset_peak_rss();
   const double before = static_cast<double>(current_rss_bytes());
-  {
-    const std::vector<torch::Tensor> gradient = p.gradient_graph(batch);
-    std::vector<torch::Tensor> outputs, ones;
-    for (const auto& g : gradient)
-      if (g.defined() && g.requires_grad()) outputs.push_back(g), ones.push_back(torch::ones_like(g));
-    if (!outputs.empty()) second_derivative(p, outputs, ones);
-  }
+  product_with_ones(p, p.gradient_graph(batch));
   const double peak = static_cast<double>(peak_rss_bytes()) - before;
   malloc_trim(0);
   return std::max(0.0, peak);
