@@ -235,6 +235,23 @@ void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_se
 
 }  // namespace
 
+namespace {
+
+// The peak bytes of one product of k unit vectors above the resident set before it, from a heap
+// given back to the kernel first (glibc would otherwise reuse what the previous product freed and
+// hide the growth), and its seconds.
+double peak_of_product(HvpEngine::Impl& e, int64_t k, torch::Tensor out, double& seconds) {
+  malloc_trim(0);
+  reset_peak_rss();
+  const double before = static_cast<double>(current_rss_bytes());
+  const auto start = std::chrono::steady_clock::now();
+  e.compute(0, k, out.narrow(0, 0, k));
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return static_cast<double>(peak_rss_bytes()) - before;
+}
+
+}  // namespace
+
 double HvpEngine::measure_column_bytes() {
   Impl& e = *impl_;
   const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
@@ -246,25 +263,16 @@ double HvpEngine::measure_column_bytes() {
   std::vector<char> buffer(static_cast<std::size_t>(b * e.n) * element);
   torch::Tensor out = torch::from_blob(buffer.data(), {b, e.n}, e.p.scalar_type);
   // The first product builds (and caches) the first-order graph and checks the batched path. The
-  // peak of a product of a columns and of b columns, each from a heap given back to the kernel
-  // first (glibc would otherwise reuse what the previous product freed and hide the growth), then
-  // give what each column adds and what a product holds whatever its width: torch's tensors and
-  // all else (oneDNN's scratch memory, the autograd bookkeeping).
+  // peaks of a product of a columns and of b columns then give what each column adds and what a
+  // product holds whatever its width: torch's tensors and all else (oneDNN's scratch memory, the
+  // autograd bookkeeping).
   e.compute(0, a, out.narrow(0, 0, a));
   double seconds = 0;
-  auto product_bytes = [&](int64_t k) {
-    malloc_trim(0);
-    reset_peak_rss();
-    const double before = static_cast<double>(current_rss_bytes());
-    const auto start = std::chrono::steady_clock::now();
-    e.compute(0, k, out.narrow(0, 0, k));
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return static_cast<double>(peak_rss_bytes()) - before;
-  };
-  const double at_a = product_bytes(a), at_b = b > a ? product_bytes(b) : at_a;
+  const double at_a = peak_of_product(e, a, out, seconds);
+  const double at_b = b > a ? peak_of_product(e, b, out, seconds) : at_a;
   const double batched_seconds = seconds / static_cast<double>(b > a ? b : a);
   // A single vector takes the unbatched path, whose memory is its own.
-  e.single_bytes = std::max(product_bytes(1), floor);
+  e.single_bytes = std::max(peak_of_product(e, 1, out, seconds), floor);
   malloc_trim(0);
   e.panel = saved;
   prefer_the_faster_path(e, b > a ? b : a, batched_seconds, seconds);
@@ -272,6 +280,20 @@ double HvpEngine::measure_column_bytes() {
   e.column_bytes = std::max(b > a ? (at_b - at_a) / static_cast<double>(b - a) : at_a / static_cast<double>(a), floor);
   e.product_bytes = std::max(0.0, at_a - static_cast<double>(a) * e.column_bytes);
   return e.column_bytes;
+}
+
+double HvpEngine::measure_product_bytes(int64_t k) {
+  Impl& e = *impl_;
+  k = std::max<int64_t>(1, std::min(k, e.n));
+  const int64_t saved = e.panel;
+  e.panel = k;
+  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
+  std::vector<char> buffer(static_cast<std::size_t>(k * e.n) * element);
+  double seconds = 0;
+  const double peak = peak_of_product(e, k, torch::from_blob(buffer.data(), {k, e.n}, e.p.scalar_type), seconds);
+  malloc_trim(0);
+  e.panel = saved;
+  return peak;
 }
 
 double HvpEngine::product_bytes() const { return impl_->product_bytes; }

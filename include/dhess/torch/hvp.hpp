@@ -34,6 +34,8 @@ class HvpEngine {
   double column_bytes() const;
   double product_bytes() const;
   double single_product_bytes() const;  // a product of one vector, which takes the unbatched path
+  // The peak bytes of one product of k columns itself, to check a width chosen from the two above.
+  double measure_product_bytes(int64_t k);
   // Measures, then sets the panel width to what `budget_bytes` holds, at most the width asked for
   // (64 by default). Not called when --panel was given.
   void fit_panel_to(std::size_t budget_bytes);
