@@ -65,10 +65,14 @@ void fit_product_width(const SpectrumOptions& so, int64_t max_columns, SpectrumP
 // (49-66 MB on the same ResNet-20 shard, 68 MB at 14 vectors: a width fitted to the low one
 // overran its budget by a third). A wider width is measured itself, and where its product is
 // larger than planned the column grows to match and the width is fitted again; a few rounds at
-// most, since each costs one product.
+// most, since each costs one product, and none where the width would fit at twice the column.
 void check_product_width(const SpectrumOptions& so, int64_t max_columns, HvpEngine& engine, double vectors,
                          MPI_Comm comm, SpectrumPlan& p) {
-  for (int round = 0; round < 3 && p.product_columns > 4; ++round) {
+  auto roomy = [&] {
+    const double doubled = p.product + 2 * static_cast<double>(p.product_columns) * p.column;
+    return p.baseline + largest_phase(p) + doubled <= p.available;
+  };
+  for (int round = 0; round < 3 && p.product_columns > 4 && !roomy(); ++round) {
     const int64_t k = p.product_columns;
     double measured = 0;
     run_collectively(comm, [&] { measured = engine.measure_product_bytes(k); });
