@@ -233,10 +233,6 @@ void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_se
   }
 }
 
-}  // namespace
-
-namespace {
-
 // The peak bytes of one product of k unit vectors above the resident set before it, from a heap
 // given back to the kernel first (glibc would otherwise reuse what the previous product freed and
 // hide the growth), and its seconds.
