@@ -1,5 +1,6 @@
 #include "dhess/core/memory.hpp"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +49,16 @@ void reset_peak_rss() {
     std::fputs("5", f);
     std::fclose(f);
   }
+}
+
+double peak_bytes_of(const std::function<void()>& work) {
+  malloc_trim(0);
+  reset_peak_rss();
+  const double before = static_cast<double>(current_rss_bytes());
+  work();
+  const double peak = static_cast<double>(peak_rss_bytes()) - before;
+  malloc_trim(0);
+  return peak;
 }
 
 namespace {

@@ -5,7 +5,6 @@
 
 #include <ATen/functorch/BatchedTensorImpl.h>
 #include <ATen/functorch/DynamicLayer.h>
-#include <malloc.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
@@ -233,17 +232,13 @@ void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_se
   }
 }
 
-// The peak bytes of one product of k unit vectors above the resident set before it, from a heap
-// given back to the kernel first (glibc would otherwise reuse what the previous product freed and
-// hide the growth), and its seconds.
+// The peak bytes of one product of k unit vectors (peak_bytes_of), and its seconds.
 double peak_of_product(HvpEngine::Impl& e, int64_t k, torch::Tensor out, double& seconds) {
-  malloc_trim(0);
-  reset_peak_rss();
-  const double before = static_cast<double>(current_rss_bytes());
-  const auto start = std::chrono::steady_clock::now();
-  e.compute(0, k, out.narrow(0, 0, k));
-  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return static_cast<double>(peak_rss_bytes()) - before;
+  return peak_bytes_of([&] {
+    const auto start = std::chrono::steady_clock::now();
+    e.compute(0, k, out.narrow(0, 0, k));
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
 }
 
 }  // namespace
@@ -269,7 +264,6 @@ double HvpEngine::measure_column_bytes() {
   const double batched_seconds = seconds / static_cast<double>(b > a ? b : a);
   // A single vector takes the unbatched path, whose memory is its own.
   e.single_bytes = std::max(peak_of_product(e, 1, out, seconds), floor);
-  malloc_trim(0);
   e.panel = saved;
   prefer_the_faster_path(e, b > a ? b : a, batched_seconds, seconds);
   // Never below the vector, its product and the backward temporaries: 4 n-vectors.
@@ -285,9 +279,8 @@ double HvpEngine::measure_product_bytes(int64_t k) {
   e.panel = k;
   const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
   std::vector<char> buffer(static_cast<std::size_t>(k * e.n) * element);
-  double seconds = 0;
-  const double peak = peak_of_product(e, k, torch::from_blob(buffer.data(), {k, e.n}, e.p.scalar_type), seconds);
-  malloc_trim(0);
+  const torch::Tensor out = torch::from_blob(buffer.data(), {k, e.n}, e.p.scalar_type);
+  const double peak = peak_bytes_of([&] { e.compute(0, k, out); });
   e.panel = saved;
   return peak;
 }

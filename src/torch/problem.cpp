@@ -1,6 +1,5 @@
 // Problem: the model, the data and the loss put together (model.cpp, data.cpp, loss.cpp), and
 // the one gradient pass that checks them before any Hessian-vector product.
-#include <malloc.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
@@ -214,13 +213,7 @@ int64_t Problem::largest_micro_batch() const {
 double Problem::pass_memory(int64_t samples) const {
   const Impl& p = *impl_;
   const MicroBatch batch = p.slice(0, std::min(samples, p.num_samples));
-  malloc_trim(0);
-  reset_peak_rss();
-  const double before = static_cast<double>(current_rss_bytes());
-  product_with_ones(p, p.gradient_graph(batch));
-  const double peak = static_cast<double>(peak_rss_bytes()) - before;
-  malloc_trim(0);
-  return std::max(0.0, peak);
+  return std::max(0.0, peak_bytes_of([&] { product_with_ones(p, p.gradient_graph(batch)); }));
 }
 
 void Problem::export_to(const std::string& model_path, const std::string& data_path) const {

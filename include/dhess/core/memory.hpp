@@ -2,6 +2,7 @@
 // Resident memory of this process, memory available to it (Linux /proc and cgroups), cache size.
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "dhess/core/placement.hpp"
@@ -12,6 +13,9 @@ std::size_t peak_rss_bytes();     // VmHWM
 std::size_t current_rss_bytes();  // VmRSS
 // Resets the peak so the next peak_rss_bytes() covers one phase only.
 void reset_peak_rss();
+// The peak bytes `work` adds to the resident set, from a heap given back to the kernel first (glibc
+// would otherwise reuse what earlier work freed and hide the growth), and given back after.
+double peak_bytes_of(const std::function<void()>& work);
 // Where the memory limits of this process are read: /proc/self/cgroup and the cgroup file systems
 // (v2 unified, v1 "memory" hierarchy), /proc/meminfo, the environment. Tests point them elsewhere.
 struct MemorySources {
