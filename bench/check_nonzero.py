@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Independent check of `dhess spectrum --nonzero` on the built-in convnet, with eager PyTorch.
 
 The network is rebuilt as an eager nn.Module (Conv2d(1,32,3,1,1) -> flatten -> Linear) holding the
@@ -11,7 +11,7 @@ differentiated twice in float64 -- nothing dhess computed except the pairs being
 
     dhess export --model builtin:convnet:64 --model-out m.pt --data-out d.pt
     mpiexec -n 2 dhess spectrum --nonzero --model m.pt --data d.pt --loss cross_entropy --out r
-    /usr/bin/python3 bench/check_nonzero.py --model m.pt --data d.pt --result r --json check.json
+    .venv/bin/python bench/check_nonzero.py --model m.pt --data d.pt --result r --json check.json
 """
 import argparse
 import json

@@ -45,8 +45,10 @@ results=$root/bench/results
 raw=$results/raw-$mode
 work=$results/work
 mkdir -p "$raw" "$work"
+# The project's Python (scripts/venv.sh): the torch dhess is built against runs the peers too.
+py=$(bash scripts/venv.sh | tail -n 1)
 report() {
-  /usr/bin/python3 bench/report.py --raw "$raw" --mode "$mode" \
+  "$py" bench/report.py --raw "$raw" --mode "$mode" \
     --out "bench/$([ $quick = 1 ] && echo RESULTS-quick.md || echo RESULTS.md)"
 }
 if [ $report_only = 1 ]; then report; exit 0; fi
@@ -60,7 +62,6 @@ if [ ! -x "$build_dir/elpa_tune" ] || [ bench/elpa_tune.cpp -nt "$build_dir/elpa
     $(pkg-config --libs elpa scalapack-openmpi) -lopenblas
 fi
 dhess=$build_dir/dhess
-py=/usr/bin/python3  # the python3 first on PATH has no torch
 
 # Benchmarks only: Open MPI refuses root without these.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

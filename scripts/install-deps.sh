@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages dhess builds, tests and benchmarks with.
+# Installs the Debian 12 packages dhess builds, tests and benchmarks with. Torch, numpy, h5py and
+# matplotlib come from PyPI into the project's virtual environment (scripts/venv.sh).
 # Idempotent: does nothing (and needs no network) when everything is already there.
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libtorch-dev python3-torch
+  python3 python3-venv
   libopenmpi-dev openmpi-bin
   libscalapack-openmpi-dev libopenblas-dev liblapack-dev
   libhdf5-openmpi-dev
   libgtest-dev libcli11-dev nlohmann-json3-dev
   libelpa-dev
-  python3-numpy python3-h5py python3-matplotlib
   slurmctld slurmd slurm-client munge
   clang libclang-rt-14-dev
 )

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Draws spectrum.png for dhess: the Hessian's spectral density on a log scale
 with the extreme eigenvalues marked. From exact eigenvalues (dense path: a
 histogram) or from a stochastic Lanczos quadrature density (matrix-free path).

@@ -1,4 +1,5 @@
 """Writes a Python model and its data as the files dhess reads: TorchScript and torch.save."""
+import contextlib
 import inspect
 import warnings
 
@@ -39,7 +40,8 @@ def _script_or_trace(model, example_args):
         return torch.jit.script(model)
     except Exception as script_error:
         try:
-            traced = torch.jit.trace(model, example_args)
+            with _without_fused_attention():
+                traced = torch.jit.trace(model, example_args)
         except Exception as trace_error:
             raise DhessError(f"cannot export model {name} to TorchScript: torch.jit.script failed "
                              f"({_first_line(script_error)}) and torch.jit.trace on the inputs failed "
@@ -47,6 +49,19 @@ def _script_or_trace(model, example_args):
         warnings.warn(f"model {name} could not be scripted ({_first_line(script_error)}); it was traced on the "
                       "given inputs, so Python control flow that depends on the data is frozen", stacklevel=6)
         return traced
+
+
+@contextlib.contextmanager
+def _without_fused_attention():
+    """An eval-mode Transformer layer or MultiheadAttention takes a fused fast path whenever no
+    gradient is needed (as in the trace checker's run): ops that autograd cannot differentiate at
+    all. Traced without it, the graph holds the ops the model's training would differentiate."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def _first_line(error):

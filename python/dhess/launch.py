@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 
@@ -13,18 +14,21 @@ from .errors import DhessError
 ERROR_PREFIX = "dhess: error: "
 # The build next to the package: python/dhess/ -> the repository root -> build/dhess.
 SOURCE_TREE_BUILD = Path(__file__).resolve().parents[2] / "build" / "dhess"
+# `pip install .` puts the executable among the environment's scripts (its bin/), active or not.
+ENVIRONMENT_SCRIPT = Path(sysconfig.get_path("scripts")) / "dhess"
 
 
 def executable():
-    """$DHESS_EXE, else the build of this source tree, else `dhess` on PATH: a checkout's package
-    should drive the executable it was built with."""
+    """$DHESS_EXE, else the build of this source tree, else the one `pip install .` put beside this
+    Python, else `dhess` on PATH: the package drives the executable built with it."""
     chosen = os.environ.get("DHESS_EXE")
     if chosen:
         if not os.access(chosen, os.X_OK):
             raise DhessError(f"$DHESS_EXE is '{chosen}', which is not an executable file")
         return chosen
-    if os.access(SOURCE_TREE_BUILD, os.X_OK):
-        return str(SOURCE_TREE_BUILD)
+    for built in (SOURCE_TREE_BUILD, ENVIRONMENT_SCRIPT):
+        if os.access(built, os.X_OK):
+            return str(built)
     on_path = shutil.which("dhess")
     if on_path:
         return on_path

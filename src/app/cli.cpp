@@ -15,6 +15,7 @@
 #include "dhess/dense/dense_run.hpp"
 #include "dhess/matfree/spectrum_run.hpp"
 #include "dhess/plan/plan_run.hpp"
+#include "dhess/torch/device.hpp"
 
 namespace dhess {
 namespace {
@@ -263,7 +264,9 @@ unsigned chosen_command(const Subcommands& s, const std::string& method) {
 int parse_command_line(int argc, char** argv, int rank, int size, CommandLine& c) {
   c.options.command_line = join_args(argc, argv);
   CLI::App app{"dhess: the full Hessian of a network's loss on many MPI ranks, and its eigendecomposition"};
-  app.set_version_flag("--version", std::string("dhess ") + DHESS_VERSION);
+  app.set_version_flag("--version", [] {
+    return std::string("dhess ") + DHESS_VERSION + " (" + libtorch_build() + "; " + devices_visible() + ")";
+  });
   // Job scripts append overrides to a shared argument list: the last value wins.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   OptionTable table(app);

@@ -20,8 +20,11 @@ void run_collectively(MPI_Comm comm, const std::function<void()>& work) {
     code = static_cast<int>(ExitCode::resource);
     message = "out of memory";
   } catch (const std::exception& e) {
-    code = static_cast<int>(ExitCode::internal);
     message = first_line(e.what());
+    // A device allocator that ran out (torch's "CUDA out of memory. Tried to allocate ...") is short
+    // of a resource, not a bug.
+    const bool exhausted = message.find("out of memory") != std::string::npos;
+    code = static_cast<int>(exhausted ? ExitCode::resource : ExitCode::internal);
   }
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);

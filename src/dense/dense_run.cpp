@@ -22,6 +22,7 @@
 #include "dhess/report/summary.hpp"
 #include "dhess/run/feasibility.hpp"
 #include "dhess/run/identity.hpp"
+#include "dhess/torch/device.hpp"
 
 namespace dhess {
 namespace {
@@ -187,7 +188,7 @@ class DenseRun {
       j["zero_eigenvalues"] = s_.n - l.rank;
       say(r_, o_,
           "dhess: lowrank: rank " + std::to_string(l.rank) + " of " + std::to_string(s_.n) + ", the other " +
-              std::to_string(s_.n - l.rank) + " eigenvalues are zero within " + std::to_string(l.certificate) +
+              std::to_string(s_.n - l.rank) + " eigenvalues are zero within " + scientific(l.certificate) +
               " max|lambda| (certified with fresh probes), " + std::to_string(l.sketch_columns) + " products\n");
     } else {
       j["why_not"] = l.why_not;
@@ -350,6 +351,7 @@ std::string run_header(const RunOptions& o, const Rank& r, const DenseSetup& s, 
 json summary_head(const RunOptions& o, const Rank& r, const DenseSetup& s) {
   json summary;
   summary["dhess_version"] = DHESS_VERSION;
+  summary["libtorch"] = libtorch_build();
   summary["command_line"] = o.command_line;
   summary["n"] = s.n;
   summary["ranks"] = r.size;

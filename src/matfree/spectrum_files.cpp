@@ -127,12 +127,6 @@ std::string trace_line(const nlohmann::json& t) {
          ")\n";
 }
 
-std::string scientific(double v) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g", v);
-  return text;
-}
-
 nlohmann::json precision_of(Dtype dtype) {
   const bool single = dtype == Dtype::float32;
   return {

@@ -39,8 +39,6 @@ nlohmann::json diagonal_per_parameter(const Rank& r, const DiagonalResult& diago
 // "  trace: about 335.8 +- 24.8 (Hutchinson estimate from 52 products)\n", or the exact trace
 // with the estimates beside it, from summary.json's "trace".
 std::string trace_line(const nlohmann::json& trace);
-// "%.3g".
-std::string scientific(double v);
 // summary.json's "precision": which parts run in which dtype, and the accuracy measured.
 nlohmann::json precision_of(Dtype dtype);
 

@@ -17,8 +17,10 @@
 #include "dhess/matfree/data_parallel_operator.hpp"
 #include "dhess/matfree/spectrum_plan.hpp"
 #include "dhess/matfree/trace.hpp"
+#include "dhess/report/summary.hpp"
 #include "dhess/run/feasibility.hpp"
 #include "dhess/run/identity.hpp"
+#include "dhess/torch/device.hpp"
 #include "spectrum_phases.hpp"
 
 namespace dhess {
@@ -329,6 +331,7 @@ class SpectrumRun {
     const json torch_notes = report_torch_warnings(r_);
     summary_["method"] = "matrix-free (Lanczos, SLQ, Hutchinson)";
     summary_["dhess_version"] = DHESS_VERSION;
+    summary_["libtorch"] = libtorch_build();
     summary_["command_line"] = o_.command_line;
     summary_["n"] = shard_.n;
     summary_["ranks"] = r_.size;

@@ -7,6 +7,12 @@
 
 namespace dhess {
 
+std::string scientific(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", v);
+  return text;
+}
+
 EigenStats eigen_stats(const std::vector<double>& ascending, double relative_tolerance) {
   EigenStats s;
   if (ascending.empty()) return s;

@@ -20,7 +20,10 @@ torch::Tensor uniform_init(at::IntArrayRef shape, int64_t fan_in, at::Generator&
   return (torch::rand(shape, gen, torch::kFloat64) * 2 - 1) * bound;
 }
 
+// Trainable parameters, as nn.Module's: a built-in model has no frozen layers.
 torch::jit::Module layer(const char* kind, torch::Tensor weight, torch::Tensor bias) {
+  weight.requires_grad_(true);
+  bias.requires_grad_(true);
   torch::jit::Module m(kind);
   m.register_parameter("weight", std::move(weight), false);
   m.register_parameter("bias", std::move(bias), false);

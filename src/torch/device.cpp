@@ -16,7 +16,8 @@ namespace {
 
 class CollectingHandler : public c10::WarningHandler {
  public:
-  void process(const c10::SourceLocation&, const std::string& message, const bool) override {
+  void process(const c10::Warning& warning) override {
+    const std::string message = warning.msg();
     static const std::regex missing_rule(R"(batching rule for ([A-Za-z0-9_:.]*[A-Za-z0-9_]))");
     std::smatch m;
     std::lock_guard<std::mutex> lock(mutex_);
@@ -42,7 +43,7 @@ CollectingHandler& collecting_handler() {
 
 }  // namespace
 
-void capture_torch_warnings() { c10::Warning::set_warning_handler(&collecting_handler()); }
+void capture_torch_warnings() { c10::WarningUtils::set_warning_handler(&collecting_handler()); }
 
 TorchWarnings torch_warnings() { return collecting_handler().collected(); }
 
@@ -55,6 +56,17 @@ std::string resolve_device(DeviceChoice wanted, int local_rank) {
     return "cpu";
   }
   return "cuda:" + std::to_string(gpu_for_rank(local_rank, count));
+}
+
+std::string libtorch_build() { return DHESS_TORCH_BUILD; }
+
+std::string devices_visible() {
+#ifdef DHESS_WITH_CUDA
+  const auto count = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  return std::to_string(count) + " GPU(s) visible";
+#else
+  return "no GPU support";
+#endif
 }
 
 void set_compute_threads(int threads) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "device_memory.hpp"
 #include "dhess/core/errors.hpp"
 #include "dhess/core/memory.hpp"
 #include "problem_impl.hpp"
@@ -55,6 +56,7 @@ struct HvpEngine::Impl {
   double column_bytes = 0;   // measured by measure_column_bytes(): what each column of a product adds
   double product_bytes = 0;  // and what a product holds whatever its width
   double single_bytes = 0;   // a product of one vector (the unbatched path)
+  std::string device_fit;    // on a GPU: what its memory holds (fit_to_device)
 
   explicit Impl(Problem::Impl& problem) : p(problem), n(problem.layout.n()) {}
 
@@ -232,6 +234,39 @@ void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_se
   }
 }
 
+// What each column of a product adds and what a product holds whatever its width, from the peaks
+// of products of a and b columns; each column at least `floor`.
+struct ProductMemory {
+  double column = 0, product = 0;
+};
+ProductMemory product_memory(double at_a, double at_b, int64_t a, int64_t b, double floor) {
+  ProductMemory m;
+  m.column = std::max(b > a ? (at_b - at_a) / static_cast<double>(b - a) : at_a / static_cast<double>(a), floor);
+  m.product = std::max(0.0, at_a - static_cast<double>(a) * m.column);
+  return m;
+}
+
+// On a GPU a product's tensors are in device memory, which the host's plan neither sees nor
+// bounds: the widest panel the device's free memory holds, measured like the host's (device peaks
+// of products of a and b columns) and held at the margin the host plan keeps.
+int64_t fit_to_device(HvpEngine::Impl& e, int64_t a, int64_t b, torch::Tensor out) {
+  constexpr double kMargin = 1.3;  // identical products peak differently (spectrum_plan.cpp)
+  auto peak = [&](int64_t k) {
+    return device_peak_bytes_of(e.p.device, [&] { e.compute(0, k, out.narrow(0, 0, k)); });
+  };
+  const double at_a = peak(a);
+  const ProductMemory m = product_memory(at_a, b > a ? peak(b) : at_a, a, b, 1.0);
+  const double free = device_free_bytes(e.p.device);
+  const double fits = (0.9 * free / kMargin - m.product) / m.column;
+  if (fits < 1)
+    throw ResourceError("one Hessian-vector product needs " + human_bytes(kMargin * (m.product + m.column)) + " on " +
+                        e.p.device.str() + " but " + human_bytes(free) +
+                        " is free there: use --batch-size (fewer samples per pass), more ranks, or --device cpu");
+  e.device_fit = e.p.device.str() + ": " + human_bytes(m.column) + " per column, " + human_bytes(m.product) +
+                 " per product, " + human_bytes(free) + " free";
+  return static_cast<int64_t>(std::min(fits, static_cast<double>(e.n)));
+}
+
 // The peak bytes of one product of k unit vectors (peak_bytes_of), and its seconds.
 double peak_of_product(HvpEngine::Impl& e, int64_t k, torch::Tensor out, double& seconds) {
   return peak_bytes_of([&] {
@@ -264,11 +299,13 @@ double HvpEngine::measure_column_bytes() {
   const double batched_seconds = seconds / static_cast<double>(b > a ? b : a);
   // A single vector takes the unbatched path, whose memory is its own.
   e.single_bytes = std::max(peak_of_product(e, 1, out, seconds), floor);
-  e.panel = saved;
+  const int64_t device_fits = e.p.device.is_cuda() ? fit_to_device(e, a, b, out) : e.n;
+  e.panel = e.panel_given ? saved : std::min(saved, device_fits);
   prefer_the_faster_path(e, b > a ? b : a, batched_seconds, seconds);
   // Never below the vector, its product and the backward temporaries: 4 n-vectors.
-  e.column_bytes = std::max(b > a ? (at_b - at_a) / static_cast<double>(b - a) : at_a / static_cast<double>(a), floor);
-  e.product_bytes = std::max(0.0, at_a - static_cast<double>(a) * e.column_bytes);
+  const ProductMemory m = product_memory(at_a, at_b, a, b, floor);
+  e.column_bytes = m.column;
+  e.product_bytes = m.product;
   return e.column_bytes;
 }
 
@@ -305,8 +342,9 @@ int64_t HvpEngine::panel_width() const { return impl_->panel; }
 
 std::string HvpEngine::mode_description() const {
   const Impl& e = *impl_;
-  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + ")";
-  return "one column per pass (" + e.reason + ")";
+  const std::string device = e.device_fit.empty() ? "" : "; " + e.device_fit;
+  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + device + ")";
+  return "one column per pass (" + e.reason + device + ")";
 }
 
 void HvpEngine::columns(int64_t j0, int64_t j1, double* panel) {

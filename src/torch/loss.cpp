@@ -85,11 +85,20 @@ torch::Tensor Problem::Impl::loss_of(const MicroBatch& batch) const {
 }
 
 std::vector<torch::Tensor> Problem::Impl::gradient_graph(const MicroBatch& batch) const {
-  torch::Tensor value = loss_of(batch);
+  return gradient_of(loss_of(batch));
+}
+
+std::vector<torch::Tensor> Problem::Impl::gradient_of(const torch::Tensor& value) const {
   if (!value.requires_grad())
     throw InputError("the loss does not depend on any selected parameter (check --params and the model)");
-  return torch::autograd::grad({value}, params, {}, /*retain_graph=*/true, /*create_graph=*/true,
-                               /*allow_unused=*/true);
+  try {
+    return torch::autograd::grad({value}, params, {}, /*retain_graph=*/true, /*create_graph=*/true,
+                                 /*allow_unused=*/true);
+  } catch (const c10::Error& e) {
+    throw no_derivative(e);
+  } catch (const std::runtime_error& e) {  // autograd's NotImplemented node throws these
+    throw no_derivative(e);
+  }
 }
 
 }  // namespace dhess

@@ -32,6 +32,27 @@ std::string torch_message(const std::exception& e) {
   return best.substr(start);
 }
 
+InputError no_second_derivative(const std::exception& e) {
+  return InputError("the model has no second derivative here: " + torch_message(e) +
+                    " (torch differentiates that op once, not twice); rewrite it with operations torch can "
+                    "differentiate twice, or select with --params only parameters that act after it in forward");
+}
+
+InputError no_derivative(const std::exception& e) {
+  const std::string message = torch_message(e);
+  // Eval-mode Transformer layers and MultiheadAttention run a fused kernel whenever no gradient is
+  // needed; a model traced under torch.no_grad() records it, and nothing can differentiate it.
+  static const std::regex fast_path(
+      R"(_transformer_encoder_layer_fwd|_native_multi_head_attention|_transformer_decoder)");
+  if (std::regex_search(message, fast_path))
+    return InputError("the model has no derivative: " + message +
+                      " (the fused inference path of an eval-mode Transformer layer, recorded by tracing without "
+                      "gradients, e.g. under torch.no_grad()); export it with torch.jit.script, or trace it with "
+                      "gradients on and torch.backends.mha.set_fastpath_enabled(False)");
+  return InputError("the model has no derivative here: " + message +
+                    "; rewrite that op with operations torch can differentiate");
+}
+
 void require_file(const std::string& path, const std::string& what) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw InputError(what + " file '" + path + "' does not exist");
@@ -79,12 +100,6 @@ void accumulate(std::vector<torch::Tensor>& sum, std::size_t i, const torch::Ten
   sum[i] = sum[i].defined() ? sum[i] + part : part;
 }
 
-InputError no_second_derivative(const std::exception& e) {
-  return InputError("the model has no second derivative here: " + torch_message(e) +
-                    " (torch differentiates that op once, not twice); rewrite it with operations torch can "
-                    "differentiate twice, or select with --params only parameters that act after it in forward");
-}
-
 // The product of the gradient's graph with `vectors`, the gradient's graph freed.
 std::vector<torch::Tensor> second_derivative(const Problem::Impl& p, const std::vector<torch::Tensor>& gradient,
                                              const std::vector<torch::Tensor>& vectors) {
@@ -118,10 +133,7 @@ FirstPass first_pass(const Problem::Impl& p) {
                        (p.spec.data.empty() ? "" : " on data file '" + p.spec.data + "'") + "; " +
                        nonfinite_state(p.module));
     pass.loss += v;
-    if (!value.requires_grad())
-      throw InputError("the loss does not depend on any selected parameter (check --params and the model)");
-    auto grads = torch::autograd::grad({value}, p.params, {}, /*retain_graph=*/true, /*create_graph=*/true,
-                                       /*allow_unused=*/true);
+    auto grads = p.gradient_of(value);
     for (std::size_t i = 0; i < grads.size(); ++i)
       if (grads[i].defined()) accumulate(pass.gradient, i, grads[i].detach());
     const std::vector<torch::Tensor> hv = product_with_ones(p, grads);
@@ -152,14 +164,32 @@ void require_finite_curvature(const ParameterInfo& info, const torch::Tensor& hv
                    "(|w|^1.5 or sqrt at 0?)");
 }
 
-}  // namespace
-
-Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
+// Every op of the model differentiated twice by its own autograd formula, as eager PyTorch's
+// double backward differentiates it, in the run's precision.
+void use_twice_differentiable_kernels() {
   // After its profiling runs TorchScript's graph executor would differentiate its own optimized
   // graph with its own derivative formulas (autodiff subgraphs): H then differs from the eager
   // model's by about 1e-9 relative (a LayerNorm after an Embedding, measured). Interpreted as
   // written, every op is differentiated by its own autograd formula, as in eager mode.
   torch::jit::setGraphExecutorOptimize(false);
+  // scaled_dot_product_attention picks a fused kernel (flash or memory-efficient; cuDNN on GPUs)
+  // whose backward has no derivative: the second pass fails with "derivative for
+  // aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". Its math
+  // backend is matmuls and a softmax, differentiated twice like the rest of the model.
+  auto& context = at::globalContext();
+  context.setSDPUseFlash(false);
+  context.setSDPUseMemEfficient(false);
+  context.setSDPUseCuDNN(false);
+  // cuDNN convolutions and cuBLAS may round float32 operands to TF32 (10-bit mantissa): a float32
+  // run computes in float32.
+  context.setAllowTF32CuDNN(false);
+  context.setAllowTF32CuBLAS(false);
+}
+
+}  // namespace
+
+Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
+  use_twice_differentiable_kernels();
   Impl& p = *impl_;
   p.spec = spec;
   p.scalar_type = spec.dtype == Dtype::float64 ? torch::kFloat64 : torch::kFloat32;

@@ -50,6 +50,8 @@ struct Problem::Impl {
   // Gradient of the weighted micro-batch loss with create_graph; undefined
   // entries (parameters the loss does not use) are left undefined.
   std::vector<torch::Tensor> gradient_graph(const MicroBatch& batch) const;
+  // The same for a loss already evaluated; an op torch cannot differentiate is bad input.
+  std::vector<torch::Tensor> gradient_of(const torch::Tensor& value) const;
 };
 
 // ---- model.cpp ----------------------------------------------------------------------------------
@@ -102,6 +104,10 @@ std::string shape_of(const torch::Tensor& t);
 // Torch's messages carry a TorchScript traceback; the line users need is the last
 // "SomethingError: ..." line, which names the shapes.
 std::string torch_message(const std::exception& e);
+// An op of the model that autograd cannot differentiate (once, or twice), as the input error that
+// names it and the fix.
+InputError no_derivative(const std::exception& e);
+InputError no_second_derivative(const std::exception& e);
 // Throws InputError when `path` is missing, a directory, empty or unreadable.
 void require_file(const std::string& path, const std::string& what);
 

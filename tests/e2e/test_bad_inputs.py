@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Bad inputs end to end: one test per row of the bad-input table (README.md, "Exit codes and errors").
 
 Every row runs `mpiexec -n 2 dhess ...` (one rank where the row is about one rank) and checks
@@ -12,8 +12,8 @@ to make its inputs. setUpClass writes them into a temporary directory, or reuses
 $DHESS_BAD_INPUTS_DIR when `test_bad_inputs.py --write-fixtures DIR` filled it (ctest does, so
 that each row can run as its own ctest without paying for torch again).
 
-Usage: /usr/bin/python3 test_bad_inputs.py [BadInputs.test_ROW ...]
-       /usr/bin/python3 test_bad_inputs.py --write-fixtures DIR
+Usage: .venv/bin/python test_bad_inputs.py [BadInputs.test_ROW ...]
+       .venv/bin/python test_bad_inputs.py --write-fixtures DIR
 """
 import contextlib
 import functools
@@ -101,17 +101,29 @@ def write_fixtures(d):
         def forward(self, x):
             return self.l(x) + (self.w.abs() ** 1.5).sum()
 
-    class GridSample(nn.Module):
-        """torch 1.13 differentiates grid_sample once: its backward has no derivative of its own."""
+    class Pdist(nn.Module):
+        """A diversity term on hidden features through torch.pdist, which torch differentiates once only."""
 
         def __init__(self):
             super().__init__()
             self.l = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 2)
 
         def forward(self, x):
-            grid = torch.tanh(self.l(x)).reshape(-1, 1, 2, 2)
-            image = x[:, :1].reshape(-1, 1, 1, 1) * torch.ones(1, 1, 4, 4, dtype=x.dtype)
-            return nn.functional.grid_sample(image, grid, align_corners=False).flatten(1)
+            h = torch.tanh(self.l(x))
+            return self.out(h) + torch.pdist(h).mean()
+
+    class Encoder(nn.Module):
+        """An eval-mode TransformerEncoderLayer: traced without gradients it records the fused fast
+        path (aten::_transformer_encoder_layer_fwd), which autograd cannot differentiate at all."""
+
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=8, batch_first=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(1))
 
     class Raises(nn.Module):
         def __init__(self):
@@ -230,7 +242,12 @@ def write_fixtures(d):
         script(NanGradient(), p("nan_grad.pt"))
         script(NanHessian(), p("nan_hessian.pt"))
         script(Raises(), p("raises.pt"))
-        script(GridSample(), p("grid_sample.pt"))
+        script(Pdist(), p("pdist.pt"))
+        with torch.no_grad():
+            torch.jit.trace(Encoder().double().eval(), torch.randn(3, 5, 4, dtype=torch.float64)).save(
+                p("encoder_traced_without_grad.pt"))
+        torch.save((torch.randn(6, 5, 4, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)),
+                   p("sequences.pt"))
         torch.save((torch.randn(100, 4, dtype=torch.float64), torch.randn(100, 2, dtype=torch.float64)),
                    p("linear_data_100.pt"))
         torch.save((torch.randn(30, 4, 2, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)),
@@ -420,8 +437,13 @@ class BadInputs(unittest.TestCase):
 
     def test_op_without_a_second_derivative(self):
         for data in ("linear_data.pt", "linear_data_100.pt"):  # 100: met first by the memory probe of the first pass
-            self.expect_error(65, self.linear(**{"--model": self.f("grid_sample.pt"), "--data": self.f(data)}),
-                              "no second derivative", "grid_sampler_2d_backward", "--params")
+            self.expect_error(65, self.linear(**{"--model": self.f("pdist.pt"), "--data": self.f(data)}),
+                              "no second derivative", "_pdist_backward", "--params")
+
+    def test_fused_attention_fast_path_traced_without_gradients(self):
+        self.expect_error(65, self.linear(**{"--model": self.f("encoder_traced_without_grad.pt"),
+                                             "--data": self.f("sequences.pt")}),
+                          "_transformer_encoder_layer_fwd", "torch.no_grad", "torch.jit.script")
 
     def test_params_matching_nothing(self):
         self.expect_error(64, self.linear(**{"--params": "^conv"}), "--params '^conv'", "l.weight")

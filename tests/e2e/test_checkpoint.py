@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Checkpoint/restart end to end: SIGUSR1 stops every rank cleanly with a
 checkpoint; a run killed with SIGKILL resumes on another rank count and gives
 exactly the Hessian and eigenvalues of an uninterrupted run."""

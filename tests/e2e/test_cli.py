@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """End-to-end: `mpiexec -n P dhess ...` on models exported from Python; every
 output read back with numpy/h5py and compared with the torch/numpy oracles."""
 import json
@@ -264,6 +264,8 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("rank is at most 160", plan["lowrank_note"])
         out, _ = self.run_ok(*args, "--eigen", "top:5", "--out", self.out)
         self.assertIn("lowrank: rank 36 of 2560", out)
+        # The certified bound in three digits (it printed as "0.000000" with std::to_string).
+        self.assertRegex(out, r"eigenvalues are zero within \d(\.\d+)?e-\d+ max\|lambda\|")
         s = json.load(open(os.path.join(self.out, "summary.json")))
         self.assertEqual(s["solver"], "lowrank")
         w = np.load(os.path.join(self.out, "eigenvalues.npy"))

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The memory a rank may use is the job's, not the node's: a real cgroup with a limit (cgroup v1's
 memory hierarchy, as a container or SLURM's task/cgroup plugin sets it), SLURM_MEM_PER_NODE and
 SLURM_MEM_PER_CPU; a run that does not fit is refused (exit 74) naming the limit, `dhess plan`

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """No hangs: when one rank fails alone, or dies, the whole job ends by itself.
 
 - a rank that fails alone with an error every rank can agree on: mpiexec's MPMD form
@@ -8,8 +8,8 @@
 - a rank killed with SIGKILL in the middle of a run: mpiexec must end the job, non-zero,
   without summary.json, within KILL_EXIT_LIMIT seconds.
 
-Usage: /usr/bin/python3 test_rank_failure.py            (the unit tests)
-       /usr/bin/python3 test_rank_failure.py --kill-loop 10   (the kill test N times, with a report)
+Usage: .venv/bin/python test_rank_failure.py            (the unit tests)
+       .venv/bin/python test_rank_failure.py --kill-loop 10   (the kill test N times, with a report)
 """
 import functools
 import json

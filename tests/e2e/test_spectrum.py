@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Matrix-free spectrum (dhess spectrum) validated against the dense oracle:
 extreme eigenvalues, eigenvectors, trace estimates within their stated error,
 SLQ density against the exact spectrum, exact and estimated diagonals."""
@@ -87,7 +87,7 @@ class Spectrum(unittest.TestCase):
         w1 = wasserstein1(q[:, 1], q[:, 2], self.eig, np.ones_like(self.eig))
         self.assertLessEqual(w1 / (self.eig[-1] - self.eig[0]), 0.03)
         d = np.loadtxt(os.path.join(self.out, "density.csv"), delimiter=",", skiprows=1)
-        self.assertAlmostEqual(np.trapz(d[:, 1], d[:, 0]), 1.0, delta=1e-3)
+        self.assertAlmostEqual(np.trapezoid(d[:, 1], d[:, 0]), 1.0, delta=1e-3)
         self.assertTrue(os.path.exists(os.path.join(self.out, "spectrum.png")))
 
     def test_exact_diagonal_per_parameter(self):

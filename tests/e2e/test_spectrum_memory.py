@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The memory plan of dhess spectrum covers the real peak: on a BatchNorm ResNet (bench/resnet20.py
 --small, 64 images) and the convnet, with few and many probes, the peak RSS of every rank stays
 within 1.25x the plan; under a small budget the product width is fitted to it; a budget that cannot
@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dhess_run import dhess  # noqa: E402
 
 RESNET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "resnet20.py")
-PYTHON = os.environ.get("DHESS_PYTHON", "/usr/bin/python3")
+PYTHON = os.environ.get("DHESS_PYTHON", sys.executable)
 
 
 class SpectrumMemory(unittest.TestCase):

@@ -1,6 +1,8 @@
-#!/usr/bin/python3
-"""The model zoo of issue 12: real architectures (residual block with BatchNorm, LSTM on token ids,
-traced GRU with a mask, Transformer encoder, tied embedding/decoder, Conv1d with norms) through
+#!/usr/bin/env python3
+"""The model zoo of issues 12 and 22: real architectures (residual block with BatchNorm, LSTM on token
+ids, traced GRU with a mask, Transformer encoder, tied embedding/decoder, Conv1d with norms; the
+attention torch 2.x writes: causal TransformerEncoderLayer and TransformerDecoderLayer,
+MultiheadAttention, a GPT-style LM on scaled_dot_product_attention, each scripted and traced) through
 `dhess` and `dhess spectrum` on P ranks, each against the independent oracle make_zoo.py wrote
 (DHESS_ZOO_DIR), and the cases dhess must refuse: samples coupled by BatchNorm in train mode or
 by a --loss none forward that is not a mean, split into micro-batches or data shards.
@@ -250,13 +252,14 @@ class ModelZoo(unittest.TestCase):
                                  f"{case}: float32 trace")
             self.assertEqual(summary["precision"]["products"], "float32")
 
-    @uses("resblock", "lstm_tokens", "gru_mask_traced", "transformer", "tied_lm", "conv1d_norms", "bn_eval",
-          "resblock_block_params")
+    NONZERO_CASES = ("resblock", "lstm_tokens", "gru_mask_traced", "transformer", "tied_lm", "conv1d_norms", "bn_eval",
+                     "resblock_block_params", "encoder_causal", "decoder_causal", "mha_padded", "gpt_sdpa")
+
+    @uses(*NONZERO_CASES)
     def test_nonzero_spectrum_matches_every_oracle(self):
         # dhess spectrum --nonzero: every nonzero eigenvalue (|lambda| > 1e-8 max|lambda|) within 1e-9 of the
         # oracle's, and the right count of zeros.
-        for case in ("resblock", "lstm_tokens", "gru_mask_traced", "transformer", "tied_lm", "conv1d_norms",
-                     "bn_eval", "resblock_block_params"):
+        for case in self.NONZERO_CASES:
             if CASES and case not in CASES:
                 continue
             _, eig = self.oracle(case)
@@ -269,6 +272,30 @@ class ModelZoo(unittest.TestCase):
             self.assertLessEqual(np.abs(w - nonzero).max(), 1e-9 * scale, f"{case}: nonzero eigenvalues")
             zeros = read_json(os.path.join(out, "summary.json"))["nonzero"]["zero_eigenvalues"]
             self.assertEqual(zeros, eig.size - nonzero.size, f"{case}: zeros")
+
+    @uses("encoder_causal", "encoder_causal_traced")
+    def test_causal_transformer_encoder_layer_scripted_and_traced_matches_oracle(self):
+        self.assert_exact("encoder_causal")
+        self.assert_exact("encoder_causal_traced")
+
+    @uses("decoder_causal", "decoder_causal_traced")
+    def test_transformer_decoder_layer_with_memory_scripted_and_traced_matches_oracle(self):
+        self.assert_exact("decoder_causal")
+        self.assert_exact("decoder_causal_traced")
+
+    @uses("mha_padded", "mha_padded_traced")
+    def test_multihead_attention_with_key_padding_scripted_and_traced_matches_oracle(self):
+        self.assert_exact("mha_padded")
+        self.assert_exact("mha_padded_traced")
+
+    @uses("gpt_sdpa", "gpt_sdpa_traced")
+    def test_gpt_on_scaled_dot_product_attention_tied_and_padded_matches_oracle(self):
+        # F.scaled_dot_product_attention(is_causal=True) picks a fused kernel without a second
+        # derivative; dhess routes it to the math backend. Micro-batches of 2 with -100 padding.
+        for case in ("gpt_sdpa", "gpt_sdpa_traced"):
+            layout, _ = self.assert_exact(case)
+            self.assert_tied_layout(case, layout)
+        self.assert_spectrum_extremes("gpt_sdpa")
 
     @uses("loss_none_int_labels")
     def test_loss_none_forward_gets_integer_labels_as_integers(self):

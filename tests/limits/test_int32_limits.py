@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Where Debian's LP64 ScaLAPACK really breaks, found by probes (tests/limits/int32_probe.cpp, one
 process each, since past a limit a probe may crash), and dhess refusing those sizes before any
 Hessian-vector product with the smallest rank count that works.

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Writes the models, data and independent oracles the dhess tests compare with.
 
 For every case: CASE.pt (TorchScript), CASE_data.pt (torch.save), and the
@@ -7,7 +7,7 @@ oracle CASE_H.npy: the Hessian from torch.autograd.functional.hessian on the
 order, and CASE_eig.npy from numpy.linalg.eigvalsh. Closed forms are written as
 CASE_closed_form.npy. Nothing here uses dhess.
 
-Usage: /usr/bin/python3 make_cases.py OUTDIR
+Usage: .venv/bin/python make_cases.py OUTDIR
 """
 import json
 import os

@@ -1,5 +1,6 @@
-#!/usr/bin/python3
-"""Writes the model zoo of issue 12: real architectures, their data, and independent oracles.
+#!/usr/bin/env python3
+"""Writes the model zoo (issues 12 and 22): real architectures exported by the torch of the
+project's environment (2.x), their data, and independent oracles.
 
 For every model: NAME.pt (TorchScript; torch.jit.trace where the case says traced) and
 NAME_data.pt (torch.save). For every case with an exact answer: NAME_H.npy, the Hessian of
@@ -11,10 +12,13 @@ use, n, and what dhess must do: match the oracle, or refuse with an exit code an
 The loss is the one dhess computes: the mean-reduction torch loss on model(*inputs), or with
 --loss none the scalar forward(inputs, targets) returns. Parameters are Python's
 named_parameters() (a tied tensor once, under its first name), filtered by --params' regex.
-No stateless.functional_call: in torch 1.13 it does not swap an RNN's flat weights.
+No stateless.functional_call: in torch 1.13 it does not swap an RNN's flat weights. Attention:
+F.scaled_dot_product_attention picks fused kernels without a second derivative, so the oracle
+differentiates its math backend (matmuls and a softmax); the GPT-style model's oracle does not
+call it at all but writes the attention out by hand.
 Nothing here uses dhess.
 
-Usage: /usr/bin/python3 make_zoo.py OUTDIR
+Usage: .venv/bin/python make_zoo.py OUTDIR
 """
 import copy
 import json
@@ -28,11 +32,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
-# Scripting a TransformerEncoderLayer warns about a constant it does not set; harmless.
+# Scripting a TransformerEncoderLayer warns about a constant it does not set; torch 2.11+ says
+# TorchScript is deprecated at every script, trace, save and load: harmless here.
 warnings.filterwarnings("ignore", message="'batch_first' was found in ScriptModule constants")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 OUT = sys.argv[1]
 os.makedirs(OUT, exist_ok=True)
@@ -84,13 +92,17 @@ def oracle(model, loss, inputs, targets, regex=None, train=False):
     and its train-mode forward (BatchNorm updating its running statistics) leaves the
     exported model alone."""
     m = copy.deepcopy(model).double().train(train)
+    for module in m.modules():  # the GPT-style model's attention, written out by hand
+        if isinstance(module, CausalSelfAttention):
+            module.__class__ = HandWrittenCausalSelfAttention
     inputs = [t.double() if t.is_floating_point() else t for t in inputs]
     if targets is not None and targets.is_floating_point():
         targets = targets.double()
     names, params = selected(m, regex)
     for p in params:
         p.requires_grad_(True)
-    return rowwise_hessian(loss_of(m, loss, inputs, targets), params), names
+    with sdpa_kernel(SDPBackend.MATH):
+        return rowwise_hessian(loss_of(m, loss, inputs, targets), params), names
 
 
 def check_export(path, model, inputs, train):
@@ -99,7 +111,7 @@ def check_export(path, model, inputs, train):
     eager = copy.deepcopy(model).double().train(train)
     loaded = loaded.double().train(train)
     inputs = [t.double() if t.is_floating_point() else t for t in inputs]
-    with torch.no_grad():
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         a, b = eager(*inputs), loaded(*inputs)
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), f"{path}: TorchScript and eager forward differ"
     assert [n for n, _ in loaded.named_parameters()] == [n for n, _ in eager.named_parameters()], path
@@ -110,9 +122,24 @@ def export(name, model, inputs, targets, traced=False, train=False, takes_target
     forward also takes the targets where it returns the loss itself (--loss none)."""
     path = os.path.join(OUT, name + ".pt")
     args = inputs + [targets] if takes_targets else inputs
-    (torch.jit.trace(model, tuple(args)) if traced else torch.jit.script(model)).save(path)
+    # The trace checker re-runs the model without gradients, where an eval-mode Transformer layer
+    # takes its fused fast path (no derivative at all): a different graph, reported as an error.
+    # Traced with the fast path off, as dhess.export traces.
+    if traced:
+        torch.backends.mha.set_fastpath_enabled(False)
+        torch.jit.trace(model, tuple(args)).save(path)
+        torch.backends.mha.set_fastpath_enabled(True)
+    else:
+        torch.jit.script(model).save(path)
     check_export(path, model, args, train)
     torch.save((inputs[0] if len(inputs) == 1 else tuple(inputs), targets), os.path.join(OUT, name + "_data.pt"))
+
+
+def traced_twin(case, model, inputs, targets, **extra):
+    """CASE_traced: the model of CASE exported by torch.jit.trace, against CASE's oracle."""
+    export(case + "_traced", model, inputs, targets, traced=True)
+    cases[case + "_traced"] = {**cases[case], "model": case + "_traced.pt", "data": case + "_traced_data.pt",
+                               "export": "trace", **extra}
 
 
 def exact_case(case, model, model_name, inputs, targets, loss, flags=(), regex=None, train=False, **extra):
@@ -311,6 +338,134 @@ class OwnCrossEntropy(nn.Module):
         return F.cross_entropy(self.l2(torch.tanh(self.l1(x))), y)
 
 
+class EncoderCausal(nn.Module):
+    """Token ids -> embedding + learned positions -> TransformerEncoderLayer (batch_first, GELU,
+    norm_first) under a causal mask -> a head on every step: [N, classes, T] logits."""
+
+    def __init__(self, vocab=9, d=8, steps=5):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(0.3 * torch.randn(1, steps, d))
+        self.enc = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=12, dropout=0.1, activation="gelu",
+                                              batch_first=True, norm_first=True)
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(steps))
+
+    def forward(self, tokens):
+        h = self.enc(self.emb(tokens) + self.pos, src_mask=self.causal, is_causal=True)
+        return self.head(h).transpose(1, 2)
+
+
+class DecoderCausal(nn.Module):
+    """A TransformerDecoderLayer (batch_first, GELU): causal self-attention over the target
+    sequence, cross-attention to a float memory sequence (a second input)."""
+
+    def __init__(self, features=3, d=8, steps=4, classes=3):
+        super().__init__()
+        self.tgt = nn.Linear(features, d)
+        self.mem = nn.Linear(features, d)
+        self.dec = nn.TransformerDecoderLayer(d, nhead=2, dim_feedforward=12, dropout=0.1, activation="gelu",
+                                              batch_first=True)
+        self.head = nn.Linear(d, classes)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(steps))
+
+    def forward(self, x, memory):
+        h = self.dec(self.tgt(x), self.mem(memory), tgt_mask=self.causal, tgt_is_causal=True)
+        return self.head(h.mean(1))
+
+
+class MhaPadded(nn.Module):
+    """nn.MultiheadAttention (batch_first, attention weights returned) with a key padding mask."""
+
+    def __init__(self, features=4, d=6, classes=2):
+        super().__init__()
+        self.inp = nn.Linear(features, d)
+        self.mha = nn.MultiheadAttention(d, num_heads=2, batch_first=True)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x, padding):
+        h = self.inp(x)
+        out, _ = self.mha(h, h, h, key_padding_mask=padding)
+        return self.head(out.mean(1))
+
+
+class CausalSelfAttention(nn.Module):
+    """GPT-style attention through F.scaled_dot_product_attention(is_causal=True)."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+
+    def split_heads(self, t, n: int, steps: int, d: int):
+        return t.view(n, steps, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x):
+        n, steps, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+
+
+class HandWrittenCausalSelfAttention(CausalSelfAttention):
+    """The same attention, written out (the oracle's): softmax(q k^T / sqrt(d_head) + causal mask) v."""
+
+    def forward(self, x):
+        n, steps, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
+        scores = q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5
+        future = torch.ones(steps, steps, dtype=torch.bool).triu(1)
+        y = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+
+
+class AttentionWithoutMask(CausalSelfAttention):
+    """What a lost is_causal would compute (make_zoo checks it differs)."""
+
+    def forward(self, x):
+        n, steps, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+
+
+class GptBlock(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(d, heads)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class TinyGpt(nn.Module):
+    """A GPT-style language model: token and position embeddings, one pre-norm block, a final
+    LayerNorm and a head tied to the token embedding; logits [N, vocab, T]."""
+
+    def __init__(self, vocab=11, d=8, heads=2, steps=6):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Embedding(steps, d)
+        self.block = GptBlock(d, heads)
+        self.lnf = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, tokens):
+        positions = torch.arange(tokens.size(1), device=tokens.device)
+        x = self.block(self.wte(tokens) + self.wpe(positions))
+        return self.head(self.lnf(x)).transpose(1, 2)
+
+
 def tied_mutation_check(model, H, tokens, targets):
     """The tied oracle must be the chain rule applied to the untied model's Hessian, and must
     differ from the Hessian that counts the shared tensor twice: the comparison can fail."""
@@ -450,6 +605,57 @@ net = OwnCrossEntropy().eval()
 x, y = torch.randn(10, 3), torch.randint(0, 4, (10,))
 export("loss_none_int_labels", net, [x], y, takes_targets=True)
 exact_case("loss_none_int_labels", net, "loss_none_int_labels", [x], y, "none", flags=["--batch-size", "3"])
+
+# --- models torch 2.x writes (issue 22): attention through scaled_dot_product_attention ----------
+
+# TransformerEncoderLayer (batch_first, GELU, pre-norm) under a causal mask, on token ids.
+seed(1111)
+net = EncoderCausal().eval()
+randomize_norms(net)
+tokens, y = torch.randint(0, 9, (4, 5)), torch.randint(0, 9, (4, 5))
+export("encoder_causal", net, [tokens], y)
+exact_case("encoder_causal", net, "encoder_causal", [tokens], y, "cross_entropy")
+traced_twin("encoder_causal", net, [tokens], y)
+
+# TransformerDecoderLayer (batch_first, GELU): causal self-attention and cross-attention to memory.
+seed(1212)
+net = DecoderCausal().eval()
+randomize_norms(net)
+x, memory, y = torch.randn(5, 4, 3), torch.randn(5, 3, 3), torch.randint(0, 3, (5,))
+export("decoder_causal", net, [x, memory], y)
+exact_case("decoder_causal", net, "decoder_causal", [x, memory], y, "cross_entropy")
+traced_twin("decoder_causal", net, [x, memory], y)
+
+# nn.MultiheadAttention with a key padding mask (the last steps of some sequences padded), MSE.
+seed(1313)
+net = MhaPadded().eval()
+x, padding, y = torch.randn(6, 5, 4), torch.zeros(6, 5, dtype=torch.bool), torch.randn(6, 2)
+padding[1, 3:] = True
+padding[4, 2:] = True
+export("mha_padded", net, [x, padding], y)
+exact_case("mha_padded", net, "mha_padded", [x, padding], y, "mse")
+traced_twin("mha_padded", net, [x, padding], y)
+
+# GPT-style LM: F.scaled_dot_product_attention(is_causal=True), tied head, -100 padded targets,
+# micro-batches of 2 (the padded targets weigh each micro-batch). The oracle's attention is
+# written out by hand; it must equal SDPA's forward, and the causal mask must matter.
+seed(1414)
+net = TinyGpt().eval()
+randomize_norms(net)
+tokens, y = torch.randint(0, 11, (5, 6)), torch.randint(0, 11, (5, 6))
+y[0, 4:] = -100
+y[3, 1:] = -100
+hand = copy.deepcopy(net)
+hand.block.attn.__class__ = HandWrittenCausalSelfAttention
+acausal = copy.deepcopy(net)
+acausal.block.attn.__class__ = AttentionWithoutMask
+with torch.no_grad():
+    assert torch.allclose(hand(tokens), net(tokens), rtol=1e-12, atol=1e-12), "hand-written attention != SDPA"
+    assert (acausal(tokens) - net(tokens)).abs().max() > 1e-3, "the causal mask would go unnoticed"
+export("gpt_sdpa", net, [tokens], y)
+exact_case("gpt_sdpa", net, "gpt_sdpa", [tokens], y, "cross_entropy", flags=["--batch-size", "2"],
+           layout={"names": [n for n, _ in net.named_parameters()], "aliases": {"wte.weight": ["head.weight"]}})
+traced_twin("gpt_sdpa", net, [tokens], y)
 
 with open(os.path.join(OUT, "zoo.json"), "w") as f:
     json.dump({"cases": cases, "seconds": round(time.time() - start, 1)}, f, indent=2)

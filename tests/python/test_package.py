@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The Python package (python/dhess) against torch.autograd.functional.hessian on the eager model:
 dhess.hessian() on the seed-000 convnet at a small size, blocks and eigenvectors read back in
 torch's terms, load() of finished and unfinished runs, failures as DhessError, a model only
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 import dhess  # noqa: E402
@@ -50,6 +51,19 @@ class TwoInputs(nn.Module):
 
     def forward(self, *xs):
         return self.lin(torch.tanh(torch.cat(xs, 1)))
+
+
+class EncoderOverPieces(nn.Module):
+    """forward(*pieces) cannot be scripted; its eval-mode TransformerEncoderLayer would record its
+    fused fast path (no derivative at all) if traced without gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=6, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, *pieces):
+        return self.head(self.enc(torch.cat(pieces, 1)).mean(1))
 
 
 class TiedLayers(nn.Module):
@@ -270,6 +284,23 @@ class OtherModels(unittest.TestCase):
             return F.mse_loss(F.linear(torch.tanh(torch.cat([a, b], 1)), w, bias), y)
 
         with self.assertWarnsRegex(UserWarning, "TwoInputs could not be scripted"):
+            r = dhess.hessian(model, (a, b), y, loss="mse", ranks=RANKS, progress=False)
+        with r:
+            assert_same_structure_and_values(self, r.as_torch(), torch_hessian(f, model))
+
+    def test_a_traced_transformer_layer_is_differentiated_through_its_plain_path(self):
+        torch.manual_seed(3)
+        model = EncoderOverPieces().double().eval()
+        a, b = torch.randn(6, 2, 4, dtype=torch.float64), torch.randn(6, 3, 4, dtype=torch.float64)
+        y = torch.randn(6, 2, dtype=torch.float64)
+        names = [n for n, _ in model.named_parameters()]
+
+        def f(*params):  # the oracle differentiates SDPA's math backend: the fused kernels have no second derivative
+            with sdpa_kernel(SDPBackend.MATH):
+                out = torch.func.functional_call(model, dict(zip(names, params)), (a, b))
+            return F.mse_loss(out, y)
+
+        with self.assertWarnsRegex(UserWarning, "EncoderOverPieces could not be scripted"):
             r = dhess.hessian(model, (a, b), y, loss="mse", ranks=RANKS, progress=False)
         with r:
             assert_same_structure_and_values(self, r.as_torch(), torch_hessian(f, model))

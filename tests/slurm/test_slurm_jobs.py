@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The job scripts in jobs/ on a real, one-node SLURM cluster started on this machine.
 
 munged (its own key and socket), slurmctld and slurmd from the Debian packages run with

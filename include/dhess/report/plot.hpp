@@ -1,5 +1,5 @@
 #pragma once
-// spectrum.png: drawn by scripts/plot_spectrum.py on Debian's python3-matplotlib (a small
+// spectrum.png: drawn by the Python package's dhess.plot_spectrum with matplotlib (a small
 // script rather than a C++ plotting dependency).
 #include <string>
 #include <vector>

@@ -16,6 +16,9 @@ struct EigenStats {
 EigenStats eigen_stats(const std::vector<double>& ascending, double relative_tolerance);
 nlohmann::json to_json(const EigenStats& stats);
 
+// A number in three significant digits, as "%.3g" prints it: 2.2e-13, 0.125, 1.4e+03.
+std::string scientific(double v);
+
 // Multi-line report for rank 0's stdout, from a summary.json object.
 std::string human_summary(const nlohmann::json& summary);
 
