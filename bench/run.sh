@@ -6,7 +6,8 @@
 #   bench/run.sh                 everything (hours on 2 cores)
 #   bench/run.sh --quick         small sizes only (minutes); skips the n = 23,365 and 10M runs
 #   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum,
-#                                g rank-revealing, h ResNet-20 vs PyHessian)
+#                                g rank-revealing, h ResNet-20 vs PyHessian, i GGN products vs curvlinops
+#                                and hessian-eigenthings)
 #   bench/run.sh --report        only re-render the report from existing raw records
 #   bench/run.sh --resume        keep the clean records of an earlier run (rc 0, < 0.25 foreign cores),
 #                                redo the rest (failed, noisy or missing)
@@ -20,7 +21,7 @@ root=$PWD
 quick=0
 resume=0
 keep=""
-only="a,b,c,d,e,f,g,h"
+only="a,b,c,d,e,f,g,h,i"
 build=1
 report_only=0
 wait_quiet=300
@@ -374,8 +375,27 @@ section_h() {
   done
 }
 
+# ---------------------------------------------------------------- i. Gauss-Newton products (issue 23)
+# GGN-vector products on the seed convnet (n = 6,085 at 6x6, 23,365 at 12x12): dhess's dense GGN
+# columns (--curvature ggn --eigen none) on 2 ranks of 1 thread against curvlinops-for-pytorch's
+# GGNLinearOperator (vmap over a block of columns) and hessian-eigenthings' GGNOperator (one vector
+# per call) on 2 threads, on the same columns, checked against dhess's matrix.
+section_i() {
+  "$py" -m pip install --quiet -r bench/requirements.txt
+  for spec in convnet:6 $([ $quick = 1 ] || echo convnet:12); do
+    tag=${spec//:/_}
+    export_model "$spec"
+    run_dhess "i_${tag}_ggn_r2t1" 2 1 --model "builtin:$spec" --curvature ggn --eigen none --save-hessian
+    columns=$([ "$spec" = convnet:6 ] && echo 6085 || echo 2048)
+    timed "i_${tag}_peers_t2" --wait -- env OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 $py bench/peers_ggn.py \
+      --model "$work/$tag.pt" --data "$work/${tag}_data.pt" --reference "$work/i_${tag}_ggn_r2t1/hessian.h5" \
+      --columns "$columns" --threads 2 --out "$raw/i_${tag}_peers_t2.json"
+    rm -f "$work/i_${tag}_ggn_r2t1/hessian.h5"
+  done
+}
+
 # a before d (d's Python route takes the fastest peer of a); the long d early, so that a
 # partial run still has it.
-for s in a c d b e f g h; do
+for s in a c d b e f g h i; do
   if want $s; then "section_$s"; report || echo "bench: report failed; the raw records are kept" >&2; fi
 done

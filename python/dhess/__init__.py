@@ -7,6 +7,6 @@ all its parameters, computed on MPI ranks, read back in torch's terms.
 """
 from .driver import hessian, spectrum
 from .errors import DhessError
-from .result import Parameter, Result, load
+from .result import Block, Parameter, Result, load
 
-__all__ = ["hessian", "spectrum", "load", "Result", "Parameter", "DhessError"]
+__all__ = ["hessian", "spectrum", "load", "Result", "Parameter", "Block", "DhessError"]

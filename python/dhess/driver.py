@@ -11,9 +11,13 @@ INPUT_FILES = ("model.pt", "data.pt")
 
 def hessian(model, inputs, targets=None, loss="cross_entropy", *, eigen="none", ranks=1, out=None, params=None,
             batch_size=None, dtype="float64", save_hessian=True, train_mode=False, force=False, progress=True,
-            extra_args=()):
+            curvature="hessian", blocks=None, prior_precision=None, extra_args=()):
     """The full Hessian of `loss` over all of `model`'s parameters (dhess's dense path), and the
-    eigenpairs `eigen` asks for ('none', 'values', 'all', 'top:K', 'bottom:K').
+    eigenpairs `eigen` asks for ('none', 'values', 'all', 'top:K', 'bottom:K'). `curvature="ggn"`
+    gives the generalized Gauss-Newton matrix instead, `"ef"` the empirical Fisher: the same
+    outputs, in the same layout. `blocks` ('tensors', 'modules', 'modules:2' or 'NAME=REGEX;...')
+    adds each block's trace and largest eigenvalues (Result.blocks); `prior_precision` (a number or
+    a list) the log-determinants log det(C + delta I) a Laplace approximation needs (Result.log_det).
 
     `inputs` is a tensor or a tuple of tensors (forward's arguments), None for a loss='none'
     model without data. `out` keeps the result (with the exported model.pt and data.pt) in that
@@ -22,7 +26,8 @@ def hessian(model, inputs, targets=None, loss="cross_entropy", *, eigen="none", 
     `extra_args` adds any other (e.g. ["--solver", "pdsyevr"]). `progress` echoes dhess's lines.
     """
     flags = _flags(eigen=eigen, params=params, batch_size=batch_size, dtype=dtype, save_hessian=save_hessian,
-                   train_mode=train_mode, force=force)
+                   train_mode=train_mode, force=force, curvature=curvature, blocks=blocks,
+                   prior_precision=_list(prior_precision))
     return _drive([], model, inputs, targets, loss, ranks, out, flags + list(extra_args), progress)
 
 
@@ -30,10 +35,20 @@ def spectrum(model, inputs, targets=None, loss="cross_entropy", *, top=10, botto
              extra_args=(), **flags):
     """The matrix-free path (dhess spectrum): the `top` largest and `bottom` smallest eigenpairs by
     Lanczos, for networks whose Hessian does not fit in memory. Other dhess spectrum flags go as
-    keywords, underscores for dashes: slq_probes=12, diagonal="exact", params="^fc", train_mode=True.
+    keywords, underscores for dashes: slq_probes=12, diagonal="exact", params="^fc", train_mode=True,
+    curvature="ggn".
     """
     options = _flags(top=top, bottom=bottom, **flags)
     return _drive(["spectrum"], model, inputs, targets, loss, ranks, out, options + list(extra_args), progress)
+
+
+def _list(values):
+    """A number or a sequence of numbers as dhess's comma-separated list; None stays None."""
+    if values is None:
+        return None
+    if isinstance(values, (int, float)):
+        values = [values]
+    return ",".join(repr(float(v)) for v in values)
 
 
 def _flags(**values):

@@ -12,6 +12,19 @@ import torch
 from .errors import DhessError
 
 
+class Block(NamedTuple):
+    """One block of --blocks (blocks=... in Python): its parameters, size, trace (exact, or estimated
+    with trace_stderr), its share of the whole trace, and its largest eigenvalues, descending."""
+    name: str
+    parameters: Tuple[str, ...]
+    n: int
+    trace: float
+    trace_exact: bool
+    trace_stderr: float
+    trace_share: float
+    top: Tuple[float, ...]
+
+
 class Parameter(NamedTuple):
     """Where one parameter tensor lives in the flattened vector (C order). `aliases` are the other
     names of a tied tensor (e.g. a decoder weight that is the embedding weight): it appears once."""
@@ -114,6 +127,40 @@ class Result:
         self._require("diagonal.npy", "only dhess spectrum writes the diagonal (diagonal='exact' or 'hutchinson')")
         flat = np.load(self.path / "diagonal.npy")
         return {p.name: flat[p.offset:p.offset + p.size].reshape(p.shape) for p in self.layout.values()}
+
+    @property
+    def curvature(self):
+        """Which matrix the run computed: 'hessian', 'ggn' (generalized Gauss-Newton) or 'ef'
+        (empirical Fisher). hessian(), block(), as_torch() and the eigenpairs are of that matrix."""
+        return self.summary["model"].get("curvature", "hessian")
+
+    @property
+    def log_determinants(self):
+        """{prior precision delta: log det(C + delta I)} from the run's --prior-precision list (None
+        where C + delta I is not positive definite), C the run's curvature of the mean loss."""
+        if "log_determinants" not in self.summary:
+            raise DhessError("this run computed no log-determinants; give prior_precision=[...] "
+                             "(dhess --prior-precision D1,D2) with eigen='values' or 'all'")
+        return {v["prior_precision"]: v["log_det"] for v in self.summary["log_determinants"]["values"]}
+
+    def log_det(self, prior_precision):
+        """log det(C + prior_precision · I) for one of the run's prior precisions."""
+        table = self.log_determinants
+        if prior_precision not in table:
+            raise KeyError(f"prior precision {prior_precision} was not computed; the run has {sorted(table)}")
+        if table[prior_precision] is None:
+            raise DhessError(f"C + {prior_precision} I is not positive definite: no log-determinant")
+        return table[prior_precision]
+
+    @property
+    def blocks(self):
+        """{name: Block} from --blocks (blocks=... in Python), in the order dhess reported them."""
+        if "blocks" not in self.summary:
+            raise DhessError("this run computed no per-block curvature; give blocks='tensors', 'modules' or "
+                             "'NAME=REGEX;...' (dhess --blocks)")
+        return {b["name"]: Block(b["name"], tuple(b["parameters"]), b["n"], b["trace"], b["trace_exact"],
+                                 b.get("trace_stderr", 0.0), b["trace_share"], tuple(b["top"]))
+                for b in self.summary["blocks"]}
 
     def plot(self, path):
         """Writes dhess's spectrum figure (PNG: the spectral density, extreme eigenvalues marked) to `path`."""

@@ -101,7 +101,7 @@ class OptionTable {
 
 // What app/ converts after parsing, when the command and the rank count are known.
 struct LateFlags {
-  std::string grid, params, mem_per_rank;
+  std::string grid, params, mem_per_rank, blocks;
 };
 
 std::optional<Loss> parse_optional_loss(const std::string& text) { return parse_loss(text); }
@@ -114,6 +114,8 @@ void add_problem_options(OptionTable& t, RunOptions& o, LateFlags& late) {
            every_command);
   t.typed("--loss", o.problem.loss, parse_optional_loss,
           "cross_entropy | mse | nll | bce_with_logits | none (forward returns the loss)", every_command);
+  t.typed("--curvature", o.problem.curvature, parse_curvature,
+          "hessian (default) | ggn (generalized Gauss-Newton J^T H_L J) | ef (empirical Fisher)", runs);
   t.option("--params", late.params, "keep only parameters whose name matches this regex", every_command);
   t.option("--batch-size", o.problem.batch_size, "micro-batch size (H is always that of the mean loss over all data)",
            runs)
@@ -144,6 +146,13 @@ void add_run_options(OptionTable& t, RunOptions& o, LateFlags& late) {
   t.option("--mem-per-rank", late.mem_per_rank, "memory per rank: bytes, or 4G, 4GiB, 512M (default: from the node)",
            runs);
   t.flag("-q,--quiet", o.quiet, "print only errors", every_command);
+  t.option("--blocks", late.blocks,
+           "per-block curvature: tensors | modules[:DEPTH] | NAME=REGEX;NAME=REGEX... (trace, share, top eigenvalues)",
+           dense | spectrum);
+  t.option("--block-top", o.block_top, "largest eigenvalues per block (default 3)", dense | spectrum)
+      ->check(positive_integer);
+  t.typed("--prior-precision", o.prior_precisions, parse_prior_precisions,
+          "log det(C + delta I) for each delta of a comma-separated list (a Laplace approximation's)", dense);
 }
 
 void add_spectrum_options(OptionTable& t, SpectrumOptions& so) {
@@ -207,9 +216,18 @@ void finish_options(const CLI::App& app, const LateFlags& late, unsigned command
   }
   if (!late.mem_per_rank.empty()) o.mem_per_rank = parse_memory(late.mem_per_rank);
   if (o.resume && o.checkpoint.empty()) throw UsageError("--resume needs --checkpoint DIR");
+  if (!late.blocks.empty()) o.blocks = parse_blocks(late.blocks);
+  if (!o.prior_precisions.empty() && o.eigen.kind != EigenRequest::Kind::values &&
+      o.eigen.kind != EigenRequest::Kind::all)
+    throw UsageError(
+        "--prior-precision sums the logarithms of all n eigenvalues: use it with --eigen values or "
+        "--eigen all, not --eigen " +
+        o.eigen.text());
   if (command != spectrum) return;
   apply_eigen_to_spectrum(app, o, so);
   if (so.nonzero) nonzero_defaults(app, so);
+  if (o.blocks.kind != BlockSpec::Kind::none && so.diagonal == DiagonalMode::none)
+    throw UsageError("--blocks takes each block's trace from the diagonal: give --diagonal exact, hutchinson or auto");
   // float32 products carry relative errors near 1e-7: residuals of 1e-8 are out of their reach.
   if (o.problem.dtype == Dtype::float32 && app.count("--tol") == 0) so.tolerance = 1e-5;
 }

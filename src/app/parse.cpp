@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <map>
+#include <regex>
+#include <sstream>
 
 #include "dhess/core/errors.hpp"
 
@@ -77,6 +79,65 @@ Loss parse_loss(const std::string& text) {
                       "cross_entropy, mse, nll, bce_with_logits, none");
 }
 
+Curvature parse_curvature(const std::string& text) {
+  return one_of<Curvature>("--curvature", text,
+                           {{"hessian", Curvature::hessian},
+                            {"ggn", Curvature::ggn},
+                            {"gauss_newton", Curvature::ggn},
+                            {"ef", Curvature::ef},
+                            {"empirical_fisher", Curvature::ef}},
+                           "hessian, ggn, ef");
+}
+
+BlockSpec parse_blocks(const std::string& text) {
+  BlockSpec spec;
+  spec.text = text;
+  static const std::regex modules(R"(modules(:([1-9][0-9]*))?)");
+  std::smatch m;
+  if (text == "tensors") {
+    spec.kind = BlockSpec::Kind::tensors;
+  } else if (std::regex_match(text, m, modules)) {
+    spec.kind = BlockSpec::Kind::modules;
+    spec.depth = m[2].matched ? std::stoi(m[2]) : 0;
+  } else {
+    spec.kind = BlockSpec::Kind::groups;
+    std::istringstream items(text);
+    for (std::string item; std::getline(items, item, ';');) {
+      const std::size_t eq = item.find('=');
+      if (eq == 0 || eq == std::string::npos || eq + 1 == item.size())
+        throw UsageError("--blocks '" + text + "': '" + item +
+                         "' is not NAME=REGEX (use tensors, modules, modules:DEPTH, or NAME=REGEX;NAME=REGEX...)");
+      try {
+        spec.groups.emplace_back(item.substr(0, eq), std::regex(item.substr(eq + 1)));
+      } catch (const std::regex_error& e) {
+        throw UsageError("--blocks '" + text + "': '" + item.substr(eq + 1) +
+                         "' is not a valid regular expression: " + e.what());
+      }
+    }
+    if (spec.groups.empty()) throw UsageError("--blocks '' names no block");
+  }
+  return spec;
+}
+
+std::vector<double> parse_prior_precisions(const std::string& text) {
+  std::vector<double> deltas;
+  std::istringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || !(v > 0) || !std::isfinite(v))
+      throw UsageError("--prior-precision '" + text + "': '" + item + "' is not a positive number");
+    deltas.push_back(v);
+  }
+  if (deltas.empty()) throw UsageError("--prior-precision '' gives no value");
+  return deltas;
+}
+
 BatchMode parse_hvp_mode(const std::string& text) {
   return one_of<BatchMode>(
       "--hvp-mode", text,
@@ -100,10 +161,11 @@ DiagonalMode parse_diagonal(const std::string& text) {
 }
 
 TraceEstimator parse_trace_estimator(const std::string& text) {
-  return one_of<TraceEstimator>(
-      "--trace-estimator", text,
-      {{"hutchpp", TraceEstimator::hutchpp}, {"hutchinson", TraceEstimator::hutchinson}, {"both", TraceEstimator::both}},
-      "hutchpp, hutchinson, both");
+  return one_of<TraceEstimator>("--trace-estimator", text,
+                                {{"hutchpp", TraceEstimator::hutchpp},
+                                 {"hutchinson", TraceEstimator::hutchinson},
+                                 {"both", TraceEstimator::both}},
+                                "hutchpp, hutchinson, both");
 }
 
 double parse_bytes(const std::string& flag, const std::string& text) {

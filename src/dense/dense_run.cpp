@@ -11,6 +11,7 @@
 #include "dhess/core/interrupt.hpp"
 #include "dhess/core/memory.hpp"
 #include "dhess/dense/assembler.hpp"
+#include "dhess/dense/block_curvature.hpp"
 #include "dhess/dense/column_split_operator.hpp"
 #include "dhess/dense/eigen_report.hpp"
 #include "dhess/io/checkpoint.hpp"
@@ -47,8 +48,10 @@ class DenseRun {
       keep_matrix(h);
     }
     save_matrix(h);
+    report_blocks(h);
     Spectrum<T> spectrum = solve_matrix(h);
     report(spectrum);
+    report_log_determinants(spectrum.values);
     timings_["total"] = MPI_Wtime() - start;
     write_summary();
   }
@@ -146,6 +149,31 @@ class DenseRun {
       io_seconds_ += MPI_Wtime() - t;
     }
     phase_peak("symmetrize_and_save");
+  }
+
+  // --blocks: each block's trace and largest eigenvalues from the assembled matrix, before the
+  // eigensolver overwrites it.
+  void report_blocks(const BlockCyclicMatrix<T>& h) {
+    if (o_.blocks.kind == BlockSpec::Kind::none) return;
+    const double t = MPI_Wtime();
+    const auto blocks = group_parameters(s_.loaded.problem->layout(), o_.blocks);
+    const auto curvature = dense_block_curvature(grid_, h, blocks, o_.block_top);
+    const double total = summary_["trace"].get<double>();
+    summary_["blocks"] = blocks_json(curvature, total);
+    run_collectively(r_.comm, [&] {
+      if (r_.root()) write_json(out_.staged("blocks.json"), summary_["blocks"]);
+    });
+    files_.push_back("blocks.json");
+    say(r_, o_, blocks_table(curvature, total));
+    timings_["blocks"] = MPI_Wtime() - t;
+    phase_peak("blocks");
+  }
+
+  // --prior-precision: log det(C + delta I) from the eigenvalues, for a Laplace approximation.
+  void report_log_determinants(const std::vector<double>& values) {
+    if (o_.prior_precisions.empty()) return;
+    summary_["log_determinants"] = log_determinants(values, o_.prior_precisions);
+    say(r_, o_, log_determinant_text(summary_["log_determinants"]));
   }
 
   // The solver is one blocking library call that cannot poll the stop flag: a StopWatch ends
@@ -265,7 +293,8 @@ class DenseRun {
     if (r_.root())
       problem = draw_spectrum({"--out", out_.staged("spectrum.png"), "--eigenvalues", out_.staged("eigenvalues.npy"),
                                "--title",
-                               "Hessian spectrum (exact, " + s_.request.text() + "), n = " + std::to_string(s_.n)});
+                               std::string(curvature_title(o_.problem.curvature)) + " spectrum (exact, " +
+                                   s_.request.text() + "), n = " + std::to_string(s_.n)});
     int drawn = problem.empty() ? 1 : 0;
     MPI_Bcast(&drawn, 1, MPI_INT, 0, r_.comm);
     if (drawn)

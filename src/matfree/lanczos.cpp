@@ -47,6 +47,7 @@ Krylov run_recurrence(const ShardedOperator& op, const RowShard& shard, const La
   k.basis.assign(static_cast<std::size_t>(rows * (m_max + 1)), 0.0);
   double* v0 = k.basis.data();
   for (int64_t i = 0; i < rows; ++i) v0[i] = uniform(o.seed, 7, static_cast<uint64_t>(shard.begin + i));
+  if (o.start_filter) o.start_filter(v0);
   const double nv = norm(v0, rows, comm);
   for (int64_t i = 0; i < rows; ++i) v0[i] /= nv;
   std::vector<double> w(static_cast<std::size_t>(std::max<int64_t>(rows, 1)));

@@ -42,10 +42,10 @@ void write_diagonal(const std::vector<double>& all, const std::vector<double>& s
 }
 
 // "" or why spectrum.png was not drawn.
-std::string draw(const std::vector<double>& values, int64_t n, const OutputDir& out) {
+std::string draw(const std::vector<double>& values, int64_t n, const std::string& matrix, const OutputDir& out) {
   std::vector<std::string> args = {"--out",     out.staged("spectrum.png"),
                                    "--density", out.staged("density.csv"),
-                                   "--title",   "Hessian spectral density (SLQ), n = " + std::to_string(n)};
+                                   "--title",   matrix + " spectral density (SLQ), n = " + std::to_string(n)};
   if (!values.empty()) {
     std::vector<double> ends = {values.front(), values.back()};
     write_npy(out.staged("extremes.tmp.npy"), ends.data(), {2});
@@ -59,7 +59,8 @@ std::string draw(const std::vector<double>& values, int64_t n, const OutputDir& 
 }  // namespace
 
 std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResults& results, const RowShard& shard,
-                                              const ParameterLayout& layout, OutputDir& out) {
+                                              const ParameterLayout& layout, const std::string& matrix,
+                                              OutputDir& out) {
   std::vector<std::string> files;
   const std::vector<double>& values = results.values;
   if (!values.empty()) {
@@ -83,7 +84,7 @@ std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResul
     if (!results.nodes.empty()) write_density(results, out);
     if (!diagonal_all.empty()) write_diagonal(diagonal_all, stderr_all, layout, out);
     write_json(out.staged("layout.json"), layout.to_json());
-    if (!results.nodes.empty()) png_problem = draw(values, shard.n, out);
+    if (!results.nodes.empty()) png_problem = draw(values, shard.n, matrix, out);
   });
   int drawn = !results.nodes.empty() && png_problem.empty() ? 1 : 0;
   MPI_Bcast(&drawn, 1, MPI_INT, 0, r.comm);

@@ -4,12 +4,14 @@
 #include <string>
 #include <vector>
 
+#include "dhess/core/blocks.hpp"
 #include "dhess/core/dtype.hpp"
 #include "dhess/core/layout.hpp"
 #include "dhess/dist/row_shard.hpp"
 #include "dhess/io/output_dir.hpp"
 #include "dhess/matfree/density.hpp"
 #include "dhess/matfree/lanczos.hpp"
+#include "dhess/matfree/trace.hpp"
 #include "dhess/run/setup.hpp"
 
 namespace dhess {
@@ -17,6 +19,18 @@ namespace dhess {
 struct DiagonalResult {
   std::vector<double> values, stderr_values;  // this rank's rows; stderr empty when exact
 };
+
+// --blocks in dhess spectrum (spectrum_blocks.cpp). This rank's rows by block, for the Hutchinson
+// diagonal's per-block traces.
+RowGroups row_groups(const std::vector<ParameterBlock>& blocks, const RowShard& shard);
+// Each block's trace -- the sum of its exact diagonal, or its Hutchinson trace from the diagonal's
+// probes (`traces`) -- and its largest eigenvalues by Lanczos on the restriction P C P of `op` to
+// its rows, started inside them. Collective.
+std::vector<BlockCurvature> spectrum_block_curvature(const ShardedOperator& op, const RowShard& shard,
+                                                     const std::vector<ParameterBlock>& blocks,
+                                                     const DiagonalResult& diagonal,
+                                                     const std::vector<TraceEstimate>& traces,
+                                                     const LanczosOptions& lanczos, MPI_Comm comm);
 
 // What the phases found, to be written.
 struct SpectrumResults {
@@ -28,9 +42,10 @@ struct SpectrumResults {
 };
 
 // Writes eigenvectors.h5, eigenvalues.npy, density.csv, slq_nodes.csv, diagonal.npy/h5,
-// layout.json and spectrum.png as staged files; returns their names. Collective.
+// layout.json and spectrum.png (titled by `matrix`: "Hessian", "Gauss-Newton matrix") as staged
+// files; returns their names. Collective.
 std::vector<std::string> write_spectrum_files(const Rank& r, const SpectrumResults& results, const RowShard& shard,
-                                              const ParameterLayout& layout, OutputDir& out);
+                                              const ParameterLayout& layout, const std::string& matrix, OutputDir& out);
 
 // The diagonal's sum and largest |entry| per parameter tensor, for summary.json. Collective.
 nlohmann::json diagonal_per_parameter(const Rank& r, const DiagonalResult& diagonal, const RowShard& shard,

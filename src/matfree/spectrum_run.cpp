@@ -51,7 +51,9 @@ class SpectrumRun {
         apply_([this](const double* x, int64_t k, double* y) {
           stop_if_asked("during the " + phase_ + " phase");
           op_(x, k, y);
-        }) {}
+        }),
+        blocks_(o.blocks.kind == BlockSpec::Kind::none ? std::vector<ParameterBlock>()
+                                                       : group_parameters(l.problem->layout(), o.blocks)) {}
 
   void run(double start) {
     if (so_.top + so_.bottom > 0) lanczos_ = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
@@ -60,9 +62,17 @@ class SpectrumRun {
     if (so_.trace_probes > 0) phase<json>("trace", [&] { return trace(); });
     if (so_.diagonal != DiagonalMode::none)
       results_.diagonal = phase<DiagonalResult>("diagonal", [&] { return diagonal(); });
+    if (!blocks_.empty()) block_curvature_ = phase<std::vector<BlockCurvature>>("blocks", [&] { return blocks(); });
     summarize_phases();
     const double t = MPI_Wtime();
-    std::vector<std::string> files = write_spectrum_files(r_, results_, shard_, l_.problem->layout(), out_);
+    std::vector<std::string> files =
+        write_spectrum_files(r_, results_, shard_, l_.problem->layout(), curvature_title(o_.problem.curvature), out_);
+    if (!blocks_.empty()) {
+      run_collectively(r_.comm, [&] {
+        if (r_.root()) write_json(out_.staged("blocks.json"), summary_["blocks"]);
+      });
+      files.push_back("blocks.json");
+    }
     timings_["io"] = MPI_Wtime() - t;
     timings_["total"] = MPI_Wtime() - start;
     write_summary(files);
@@ -126,7 +136,7 @@ class SpectrumRun {
       for (const auto& p : record["pairs"]) result.pairs.push_back({p[0], p[1], p[2]});
       return result;
     }
-    const LanczosOptions lo{so_.top, so_.bottom, so_.max_steps, so_.tolerance, so_.seed};
+    const LanczosOptions lo{so_.top, so_.bottom, so_.max_steps, so_.tolerance, so_.seed, {}};
     result = lanczos_extremes(apply_, shard_, lo, r_.comm);
     json pairs = json::array();
     for (const auto& p : result.pairs) pairs.push_back({p.value, p.residual, p.converged});
@@ -208,16 +218,44 @@ class SpectrumRun {
     if (restore("diagonal", record, &both)) {
       d.values.assign(both.begin(), both.begin() + shard_.rows());
       if (!exact) d.stderr_values.assign(both.begin() + shard_.rows(), both.end());
+      for (const auto& t : record.value("block_traces", json::array()))
+        block_traces_.push_back({t[0].get<double>(), t[1].get<double>(), so_.diagonal_probes});
       return d;
     }
-    if (exact)
+    if (exact) {
       d.values = exact_diagonal(apply_, shard_, std::max<int64_t>(1, std::min<int64_t>(engine_.panel_width(), 64)));
-    else
-      estimate_diagonal(apply_, shard_, so_.diagonal_probes, so_.seed, d.values, d.stderr_values, r_.comm);
+    } else {
+      const RowGroups groups = row_groups(blocks_, shard_);
+      estimate_diagonal(apply_, shard_, so_.diagonal_probes, so_.seed, d.values, d.stderr_values, r_.comm,
+                        blocks_.empty() ? nullptr : &groups, &block_traces_);
+    }
     both = d.values;
     both.insert(both.end(), d.stderr_values.begin(), d.stderr_values.end());
-    keep("diagonal", {{"exact", exact}}, &both, exact ? 1 : 2);
+    json traces = json::array();
+    for (const auto& t : block_traces_) traces.push_back({t.value, t.stderr_value});
+    keep("diagonal", {{"exact", exact}, {"block_traces", traces}}, &both, exact ? 1 : 2);
     return d;
+  }
+
+  // --blocks: each block's trace and largest eigenvalues (spectrum_blocks.cpp).
+  std::vector<BlockCurvature> blocks() {
+    json record;
+    if (restore("blocks", record, nullptr)) return blocks_from(record);
+    const LanczosOptions lo{o_.block_top, 0, so_.max_steps, so_.tolerance, so_.seed, {}};
+    auto result = spectrum_block_curvature(apply_, shard_, blocks_, results_.diagonal, block_traces_, lo, r_.comm);
+    keep("blocks", blocks_json(result, 0.0), nullptr, 0);
+    return result;
+  }
+
+  std::vector<BlockCurvature> blocks_from(const json& record) const {
+    std::vector<BlockCurvature> result;
+    for (std::size_t b = 0; b < blocks_.size(); ++b) {
+      const json& j = record[b];
+      result.push_back({blocks_[b], j["trace"].get<double>(), j.value("trace_stderr", 0.0),
+                        j["trace_exact"].get<bool>(), j["top"].get<std::vector<double>>(),
+                        j["top_method"].get<std::string>()});
+    }
+    return result;
   }
 
   void summarize_phases() {
@@ -225,6 +263,15 @@ class SpectrumRun {
     if (so_.nonzero) summarize_nonzero();
     if (so_.slq_probes > 0) summarize_density();
     if (so_.diagonal != DiagonalMode::none) summarize_diagonal();
+    if (!blocks_.empty()) summarize_blocks();
+  }
+
+  // The blocks partition the parameters: their traces sum to the whole.
+  void summarize_blocks() {
+    double total = 0;
+    for (const auto& b : block_curvature_) total += b.trace;
+    summary_["blocks"] = blocks_json(block_curvature_, total);
+    blocks_text_ = blocks_table(block_curvature_, total);
   }
 
   void summarize_lanczos() {
@@ -359,8 +406,10 @@ class SpectrumRun {
   }
 
   std::string closing_text(const std::vector<std::string>& files) const {
-    std::string text = "dhess spectrum: n = " + std::to_string(shard_.n) + ", " + std::to_string(op_.products()) +
-                       " Hessian-vector products, " + std::to_string(timings_["total"].get<double>()) + " s, peak " +
+    const Curvature curvature = o_.problem.curvature;
+    const std::string product = curvature == Curvature::hessian ? "Hessian" : curvature_title(curvature);
+    std::string text = "dhess spectrum: n = " + std::to_string(shard_.n) + ", " + std::to_string(op_.products()) + " " +
+                       product + "-vector products, " + std::to_string(timings_["total"].get<double>()) + " s, peak " +
                        summary_["memory"]["peak_rss_max_human"].get<std::string>() + " per rank\n";
     if (!lanczos_.pairs.empty()) {
       text += "  extreme eigenvalues (" + std::to_string(lanczos_.steps) + " Lanczos steps):";
@@ -373,6 +422,7 @@ class SpectrumRun {
               std::to_string(nonzero_.rank) + " from " + std::to_string(nonzero_.sketch_columns) +
               " products; the others are zero within " + scientific(nonzero_.bound) + ")\n";
     if (summary_.contains("trace")) text += trace_line(summary_["trace"]);
+    text += blocks_text_;
     text += "  results in " + o_.out + ":";
     for (const auto& f : files) text += " " + f;
     return text + "\n";
@@ -392,6 +442,10 @@ class SpectrumRun {
   SpectrumResults results_;
   LanczosResult lanczos_;
   NonzeroSpectrum nonzero_;
+  const std::vector<ParameterBlock> blocks_;  // --blocks; empty without
+  std::vector<TraceEstimate> block_traces_;   // from the Hutchinson diagonal's probes
+  std::vector<BlockCurvature> block_curvature_;
+  std::string blocks_text_;
   std::string phase_, finished_;  // the phase running, the phases done
   json summary_, timings_;
 };

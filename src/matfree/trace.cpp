@@ -79,10 +79,13 @@ TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard,
 }
 
 void estimate_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t probes, uint64_t seed,
-                       std::vector<double>& diagonal, std::vector<double>& stderr_out, MPI_Comm) {
+                       std::vector<double>& diagonal, std::vector<double>& stderr_out, MPI_Comm comm,
+                       const RowGroups* groups, std::vector<TraceEstimate>* group_traces) {
   const int64_t rows = shard.rows();
   const int64_t batch = std::min<int64_t>(probes, 16);
+  const int count = groups ? groups->count : 0;
   std::vector<double> sum(static_cast<std::size_t>(rows), 0.0), sum2(sum.size(), 0.0);
+  std::vector<double> group_sum(static_cast<std::size_t>(count), 0.0), group_sum2(group_sum.size(), 0.0);
   for (int64_t p0 = 0; p0 < probes; p0 += batch) {
     const int64_t k = std::min(batch, probes - p0);
     std::vector<double> v(static_cast<std::size_t>(rows * k)), hv(v.size());
@@ -90,20 +93,38 @@ void estimate_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t
       for (int64_t i = 0; i < rows; ++i)
         v[c * rows + i] = rademacher(seed, 5000 + p0 + c, static_cast<uint64_t>(shard.begin + i));
     op(v.data(), k, hv.data());
+    std::vector<double> probe_sums(static_cast<std::size_t>(k * count), 0.0);
     for (int64_t c = 0; c < k; ++c)
       for (int64_t i = 0; i < rows; ++i) {
         double e = v[c * rows + i] * hv[c * rows + i];
         sum[i] += e;
         sum2[i] += e * e;
+        if (count > 0 && groups->of_row[i] >= 0) probe_sums[c * count + groups->of_row[i]] += e;
+      }
+    if (count == 0) continue;
+    allsum(probe_sums, comm);
+    for (int64_t c = 0; c < k; ++c)
+      for (int g = 0; g < count; ++g) {
+        const double e = probe_sums[c * count + g];
+        group_sum[g] += e;
+        group_sum2[g] += e * e;
       }
   }
   const double m = static_cast<double>(probes);
+  auto mean_and_error = [&](double s, double s2, double& mean, double& error) {
+    mean = s / m;
+    const double var = probes > 1 ? std::max(0.0, (s2 - m * mean * mean) / (m - 1)) : 0.0;
+    error = std::sqrt(var / m);
+  };
   diagonal.resize(sum.size());
   stderr_out.resize(sum.size());
-  for (int64_t i = 0; i < rows; ++i) {
-    diagonal[i] = sum[i] / m;
-    double var = probes > 1 ? std::max(0.0, (sum2[i] - m * diagonal[i] * diagonal[i]) / (m - 1)) : 0.0;
-    stderr_out[i] = std::sqrt(var / m);
+  for (int64_t i = 0; i < rows; ++i) mean_and_error(sum[i], sum2[i], diagonal[i], stderr_out[i]);
+  if (!group_traces) return;
+  group_traces->assign(static_cast<std::size_t>(count), {});
+  for (int g = 0; g < count; ++g) {
+    TraceEstimate& t = (*group_traces)[g];
+    mean_and_error(group_sum[g], group_sum2[g], t.value, t.stderr_value);
+    t.products = probes;
   }
 }
 

@@ -13,6 +13,43 @@ std::string scientific(double v) {
   return text;
 }
 
+nlohmann::json log_determinants(const std::vector<double>& ascending, const std::vector<double>& deltas) {
+  nlohmann::json values = nlohmann::json::array();
+  for (double delta : deltas) {
+    const double smallest = ascending.empty() ? delta : ascending.front() + delta;
+    nlohmann::json entry = {{"prior_precision", delta}, {"smallest_eigenvalue", smallest}};
+    if (smallest > 0) {
+      // Summed in long double: n terms of either sign, n up to millions.
+      long double sum = 0;
+      for (double v : ascending) sum += std::log(static_cast<long double>(v) + delta);
+      entry["log_det"] = static_cast<double>(sum);
+      entry["positive_definite"] = true;
+    } else {
+      entry["log_det"] = nullptr;
+      entry["positive_definite"] = false;
+      entry["eigenvalues_at_or_below_zero"] =
+          std::count_if(ascending.begin(), ascending.end(), [&](double v) { return v + delta <= 0; });
+    }
+    values.push_back(entry);
+  }
+  return {{"matrix", "C + prior_precision * I, C the run's curvature of the mean loss"},
+          {"eigenvalues", static_cast<int64_t>(ascending.size())},
+          {"values", values}};
+}
+
+std::string log_determinant_text(const nlohmann::json& log_determinants) {
+  std::string text = "  log det(C + delta I):";
+  for (const auto& v : log_determinants["values"]) {
+    text += " delta " + scientific(v["prior_precision"].get<double>()) + " -> ";
+    text += v["log_det"].is_null() ? "not positive definite (smallest eigenvalue " +
+                                         scientific(v["smallest_eigenvalue"].get<double>()) + ")"
+                                   : std::to_string(v["log_det"].get<double>());
+    text += ";";
+  }
+  text.back() = '\n';
+  return text;
+}
+
 EigenStats eigen_stats(const std::vector<double>& ascending, double relative_tolerance) {
   EigenStats s;
   if (ascending.empty()) return s;
@@ -56,7 +93,10 @@ std::string human_summary(const nlohmann::json& j) {
     << j["grid"][0].get<int>() << "x" << j["grid"][1].get<int>() << ", block " << j["block"].get<int>() << ", "
     << j["dtype"].get<std::string>() << "\n";
   s << "  model: " << j["model"]["description"].get<std::string>() << ", loss " << j["model"]["loss"].get<std::string>()
-    << " = " << num(j["model"]["loss_value"].get<double>()) << "\n";
+    << " = " << num(j["model"]["loss_value"].get<double>());
+  if (j["model"].value("curvature", "hessian") != "hessian")
+    s << "; curvature " << j["model"]["curvature"].get<std::string>() << " (the matrix below, not the Hessian)";
+  s << "\n";
   s << "  time: HVP " << seconds(t["hvp"]) << " (" << j["hvp"]["mode"].get<std::string>() << "), redistribution "
     << seconds(t["redistribution"]) << ", eigensolver " << seconds(t["eigensolver"]);
   if (j.contains("solver")) s << " (" << j["solver"].get<std::string>() << ")";

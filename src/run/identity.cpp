@@ -25,9 +25,15 @@ nlohmann::json problem_identity(const RunOptions& o, const Rank& r, const Loaded
   std::string model = builtin ? o.problem.model : "", data;
   if (r.root() && !builtin) model = file_hash(o.problem.model);
   if (r.root() && !o.problem.data.empty()) data = file_hash(o.problem.data);
-  return {{"model", broadcast(r, model)},         {"data", broadcast(r, data)}, {"loss", p.loss_name()},
-          {"dtype", dtype_name(o.problem.dtype)}, {"n", p.layout().n()},        {"parameters", params},
-          {"train_mode", o.problem.train_mode},   {"settings", settings}};
+  return {{"model", broadcast(r, model)},
+          {"data", broadcast(r, data)},
+          {"loss", p.loss_name()},
+          {"curvature", curvature_name(o.problem.curvature)},
+          {"dtype", dtype_name(o.problem.dtype)},
+          {"n", p.layout().n()},
+          {"parameters", params},
+          {"train_mode", o.problem.train_mode},
+          {"settings", settings}};
 }
 
 }  // namespace dhess

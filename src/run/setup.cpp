@@ -157,6 +157,14 @@ Loaded load(const RunOptions& o, const Rank& r, int shards) {
   for (const auto& name : l.check.unused_parameters)
     warn(r, "the loss does not use parameter '" + name + "': its rows and columns of H are exactly zero");
   note_frozen(r, o, l.problem->layout().frozen());
+  // A --blocks group that matches nothing is refused now, not after the products.
+  if (o.blocks.kind != BlockSpec::Kind::none)
+    run_collectively(r.comm, [&] { group_parameters(l.problem->layout(), o.blocks); });
+  if (o.problem.curvature == Curvature::ggn && l.problem->loss_name() == std::string("nll"))
+    warn(r,
+         "--loss nll is linear in the model's outputs (log-probabilities): their loss Hessian, and so the "
+         "Gauss-Newton matrix, is exactly zero; for the GGN of the softmax cross-entropy, end the model at the "
+         "logits and use --loss cross_entropy");
   return l;
 }
 
@@ -218,6 +226,7 @@ json model_summary(const RunOptions& o, const Loaded& l) {
           {"data", o.problem.data},
           {"description", p.description()},
           {"loss", p.loss_name()},
+          {"curvature", curvature_name(o.problem.curvature)},
           {"loss_value", l.check.loss},
           {"gradient_norm", l.check.gradient_norm},
           {"samples", p.num_samples()},

@@ -47,11 +47,10 @@ struct HvpEngine::Impl {
   int64_t n = 0;
   int64_t panel = 1;
   bool batched = true;
-  bool automatic = true;              // --hvp-mode auto: batched unless it costs more per vector
-  bool panel_given = false;           // --panel: its width stands
-  std::string narrowed;               // why the panel is narrower than memory allows
-  std::string reason;                 // why the one-column path is used
-  std::vector<torch::Tensor> cached;  // first-order graph when there is one micro-batch
+  bool automatic = true;     // --hvp-mode auto: batched unless it costs more per vector
+  bool panel_given = false;  // --panel: its width stands
+  std::string narrowed;      // why the panel is narrower than memory allows
+  std::string reason;        // why the one-column path is used
   bool verified = false;
   double column_bytes = 0;   // measured by measure_column_bytes(): what each column of a product adds
   double product_bytes = 0;  // and what a product holds whatever its width
@@ -62,49 +61,44 @@ struct HvpEngine::Impl {
 
   torch::TensorOptions tensor_options() const { return torch::TensorOptions().dtype(p.scalar_type).device(p.device); }
 
-  const std::vector<torch::Tensor>& graph(const MicroBatch& batch, std::vector<torch::Tensor>& scratch) {
+  // The curvature graph of a micro-batch: kept across products when there is one micro-batch.
+  std::unique_ptr<CurvatureGraph> cached;
+  const CurvatureGraph& graph(const MicroBatch& batch, std::unique_ptr<CurvatureGraph>& scratch) {
     if (p.batches.size() == 1) {
-      if (cached.empty()) cached = p.gradient_graph(batch);
-      return cached;
+      if (!cached) cached = p.curvature_graph(batch);
+      return *cached;
     }
-    scratch = p.gradient_graph(batch);
-    return scratch;
+    scratch = p.curvature_graph(batch);
+    return *scratch;
   }
 
-  // v: per-parameter [k, *shape] tensors. Returns per-parameter [k, *shape] H·v for one micro-batch.
-  std::vector<torch::Tensor> hvp_one_batch(const std::vector<torch::Tensor>& g, const std::vector<torch::Tensor>& v,
-                                           int64_t k, bool use_vmap) {
+  // v: per-parameter [k, *shape] tensors. Returns per-parameter [k, *shape] C·v for one micro-batch.
+  std::vector<torch::Tensor> product_one_batch(const CurvatureGraph& g, const std::vector<torch::Tensor>& v, int64_t k,
+                                               bool use_vmap) {
     std::vector<torch::Tensor> result(p.params.size());
-    std::vector<torch::Tensor> outputs;
-    std::vector<std::size_t> index;
-    for (std::size_t i = 0; i < g.size(); ++i)
-      if (g[i].defined() && g[i].requires_grad()) index.push_back(i), outputs.push_back(g[i]);
-    if (!outputs.empty()) {
-      if (use_vmap) {
-        VmapLevel layer(k);
-        std::vector<torch::Tensor> grad_outputs;
-        for (auto i : index) grad_outputs.push_back(at::functorch::addBatchDim(v[i], 0, layer.level()));
-        auto r = torch::autograd::grad(outputs, p.params, grad_outputs, /*retain_graph=*/true,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-        for (std::size_t i = 0; i < r.size(); ++i) {
-          if (!r[i].defined()) continue;
-          auto* b = at::functorch::maybeGetBatchedImpl(r[i]);
-          if (b && b->level() == layer.level())
-            result[i] = b->value().movedim(b->bdim(), 0);
-          else  // the same for every vector of the panel
-            result[i] = r[i].unsqueeze(0).expand(with_batch(k, p.params[i].sizes()));
-        }
-      } else {
-        std::vector<std::vector<torch::Tensor>> columns(p.params.size());
-        for (int64_t c = 0; c < k; ++c) {
-          std::vector<torch::Tensor> grad_outputs;
-          for (auto i : index) grad_outputs.push_back(v[i][c]);
-          auto r = torch::autograd::grad(outputs, p.params, grad_outputs, true, false, true);
-          for (std::size_t i = 0; i < r.size(); ++i)
-            columns[i].push_back(r[i].defined() ? r[i] : torch::zeros_like(p.params[i]));
-        }
-        for (std::size_t i = 0; i < p.params.size(); ++i) result[i] = torch::stack(columns[i]);
+    if (use_vmap) {
+      VmapLevel layer(k);
+      std::vector<torch::Tensor> batched;
+      for (const auto& t : v) batched.push_back(at::functorch::addBatchDim(t, 0, layer.level()));
+      const auto r = g.product(batched);
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        if (!r[i].defined()) continue;
+        auto* b = at::functorch::maybeGetBatchedImpl(r[i]);
+        if (b && b->level() == layer.level())
+          result[i] = b->value().movedim(b->bdim(), 0);
+        else  // the same for every vector of the panel
+          result[i] = r[i].unsqueeze(0).expand(with_batch(k, p.params[i].sizes()));
       }
+    } else {
+      std::vector<std::vector<torch::Tensor>> columns(p.params.size());
+      for (int64_t c = 0; c < k; ++c) {
+        std::vector<torch::Tensor> column;
+        for (const auto& t : v) column.push_back(t[c]);
+        const auto r = g.product(column);
+        for (std::size_t i = 0; i < r.size(); ++i)
+          columns[i].push_back(r[i].defined() ? r[i] : torch::zeros_like(p.params[i]));
+      }
+      for (std::size_t i = 0; i < p.params.size(); ++i) result[i] = torch::stack(columns[i]);
     }
     for (std::size_t i = 0; i < result.size(); ++i)
       if (!result[i].defined()) result[i] = torch::zeros(with_batch(k, p.params[i].sizes()), tensor_options());
@@ -113,9 +107,9 @@ struct HvpEngine::Impl {
 
   std::vector<torch::Tensor> hvp(const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
     std::vector<torch::Tensor> total;
-    std::vector<torch::Tensor> scratch;
+    std::unique_ptr<CurvatureGraph> scratch;
     for (const auto& batch : p.batches) {
-      auto part = hvp_one_batch(graph(batch, scratch), v, k, use_vmap);
+      auto part = product_one_batch(graph(batch, scratch), v, k, use_vmap);
       if (total.empty()) {
         total = std::move(part);
       } else {

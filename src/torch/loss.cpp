@@ -65,7 +65,7 @@ const char* loss_name(Loss loss) {
   return "?";
 }
 
-torch::Tensor Problem::Impl::loss_of(const MicroBatch& batch) const {
+Evaluation Problem::Impl::evaluate(const MicroBatch& batch) const {
   std::vector<c10::IValue> args(batch.inputs.begin(), batch.inputs.end());
   if (loss == Loss::none && batch.targets.defined() && static_cast<int64_t>(args.size()) < forward_arity)
     args.emplace_back(batch.targets);
@@ -81,11 +81,34 @@ torch::Tensor Problem::Impl::loss_of(const MicroBatch& batch) const {
   if (!out.isTensor())
     throw InputError("model forward returned a " + out.tagKind() +
                      "; dhess needs one tensor (the model output, or the loss with --loss none)");
-  return mean_loss(loss, out.toTensor(), batch.targets, "data file '" + spec.data + "'") * batch.weight;
+  const torch::Tensor y = out.toTensor();
+  const torch::Tensor value = mean_loss(loss, y, batch.targets, "data file '" + spec.data + "'") * batch.weight;
+  return {loss == Loss::none ? torch::Tensor() : y, value};
 }
 
-std::vector<torch::Tensor> Problem::Impl::gradient_graph(const MicroBatch& batch) const {
-  return gradient_of(loss_of(batch));
+LossTerms Problem::Impl::loss_terms(const torch::Tensor& y, const MicroBatch& batch) const {
+  const torch::Tensor& t = batch.targets;
+  switch (loss) {
+    case Loss::cross_entropy:
+    case Loss::nll: {
+      // One term per target position; -100 (ignore_index) gives a zero term and is not counted.
+      const torch::Tensor terms = loss == Loss::nll
+                                      ? at::nll_loss_nd(y, t, {}, at::Reduction::None, kIgnoredClass)
+                                      : at::cross_entropy_loss(y, t, {}, at::Reduction::None, kIgnoredClass);
+      const int64_t counted = t.is_floating_point() ? terms.numel() : t.ne(kIgnoredClass).sum().item<int64_t>();
+      return {terms.reshape(-1), counted > 0 ? batch.weight / static_cast<double>(counted) : 0.0};
+    }
+    case Loss::mse:
+    case Loss::bce_with_logits: {
+      // One term per row of the last dimension (a sample's outputs); the mean is over elements.
+      const torch::Tensor elements =
+          loss == Loss::mse ? (y - t).pow(2) : at::binary_cross_entropy_with_logits(y, t, {}, {}, at::Reduction::None);
+      const torch::Tensor terms = y.dim() > 1 ? elements.sum(-1) : elements;
+      return {terms.reshape(-1), batch.weight / static_cast<double>(y.numel())};
+    }
+    case Loss::none: break;
+  }
+  throw InternalError("the loss's terms asked of --loss none");
 }
 
 std::vector<torch::Tensor> Problem::Impl::gradient_of(const torch::Tensor& value) const {

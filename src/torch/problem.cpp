@@ -100,12 +100,13 @@ void accumulate(std::vector<torch::Tensor>& sum, std::size_t i, const torch::Ten
   sum[i] = sum[i].defined() ? sum[i] + part : part;
 }
 
-// The product of the gradient's graph with `vectors`, the gradient's graph freed.
-std::vector<torch::Tensor> second_derivative(const Problem::Impl& p, const std::vector<torch::Tensor>& gradient,
-                                             const std::vector<torch::Tensor>& vectors) {
+// C·1 along a micro-batch's curvature graph, per parameter (undefined where C's rows are zero): a
+// NaN or Inf anywhere in a row of C shows up in it before the eigensolver would choke on it.
+std::vector<torch::Tensor> product_with_ones(const Problem::Impl& p, const CurvatureGraph& graph) {
+  std::vector<torch::Tensor> ones;
+  for (const auto& t : p.params) ones.push_back(torch::ones_like(t));
   try {
-    return torch::autograd::grad(gradient, p.params, vectors, /*retain_graph=*/false, /*create_graph=*/false,
-                                 /*allow_unused=*/true);
+    return graph.product(ones);
   } catch (const c10::Error& e) {
     throw no_second_derivative(e);
   } catch (const std::runtime_error& e) {  // autograd's NotImplemented node throws these
@@ -113,32 +114,22 @@ std::vector<torch::Tensor> second_derivative(const Problem::Impl& p, const std::
   }
 }
 
-// H·1 along the graph of `gradient` (a micro-batch's), per parameter; empty where the gradient
-// does not depend on the parameters.
-std::vector<torch::Tensor> product_with_ones(const Problem::Impl& p, const std::vector<torch::Tensor>& gradient) {
-  std::vector<torch::Tensor> outputs, ones;
-  for (const auto& g : gradient)
-    if (g.defined() && g.requires_grad()) outputs.push_back(g), ones.push_back(torch::ones_like(g));
-  if (outputs.empty()) return {};
-  return second_derivative(p, outputs, ones);
-}
-
 FirstPass first_pass(const Problem::Impl& p) {
   FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
   for (const auto& batch : p.batches) {
-    torch::Tensor value = p.loss_of(batch);
-    const double v = value.item<double>();
+    const std::unique_ptr<CurvatureGraph> graph = p.curvature_graph(batch);
+    const double v = graph->loss().item<double>();
     if (!std::isfinite(v))
       throw InputError("the loss is " + std::to_string(v) + " at the model's parameters" +
                        (p.spec.data.empty() ? "" : " on data file '" + p.spec.data + "'") + "; " +
                        nonfinite_state(p.module));
     pass.loss += v;
-    auto grads = p.gradient_of(value);
+    const std::vector<torch::Tensor> grads = graph->gradient();
     for (std::size_t i = 0; i < grads.size(); ++i)
-      if (grads[i].defined()) accumulate(pass.gradient, i, grads[i].detach());
-    const std::vector<torch::Tensor> hv = product_with_ones(p, grads);
-    for (std::size_t i = 0; i < hv.size(); ++i)
-      if (hv[i].defined()) accumulate(pass.curvature, i, hv[i]);
+      if (grads[i].defined()) accumulate(pass.gradient, i, grads[i]);
+    const std::vector<torch::Tensor> cv = product_with_ones(p, *graph);
+    for (std::size_t i = 0; i < cv.size(); ++i)
+      if (cv[i].defined()) accumulate(pass.curvature, i, cv[i]);
   }
   return pass;
 }
@@ -154,12 +145,13 @@ torch::Tensor finite_gradient(const ParameterInfo& info, const torch::Tensor& g,
                    " is finite: the model is not differentiable at these parameters (sqrt or log of 0?)");
 }
 
-void require_finite_curvature(const ParameterInfo& info, const torch::Tensor& hv, double loss) {
+void require_finite_curvature(Curvature curvature, const ParameterInfo& info, const torch::Tensor& hv, double loss) {
   if (!hv.defined()) return;
   const auto bad = (~torch::isfinite(hv)).sum().item<int64_t>();
   if (bad == 0) return;
-  throw InputError("the Hessian has NaN or Inf entries in " + std::to_string(bad) + " row(s) of parameter '" +
-                   info.name + "' " + shape_string(info.shape) + " although the loss " + std::to_string(loss) +
+  throw InputError(std::string("the ") + curvature_title(curvature) + " has NaN or Inf entries in " +
+                   std::to_string(bad) + " row(s) of parameter '" + info.name + "' " + shape_string(info.shape) +
+                   " although the loss " + std::to_string(loss) +
                    " and its gradient are finite: the loss is not twice differentiable at these parameters "
                    "(|w|^1.5 or sqrt at 0?)");
 }
@@ -195,6 +187,11 @@ Problem::Problem(const ProblemSpec& spec) : impl_(std::make_unique<Impl>()) {
   p.scalar_type = spec.dtype == Dtype::float64 ? torch::kFloat64 : torch::kFloat32;
   p.device = torch::Device(spec.device);
   Samples samples = load_model_and_samples(p);
+  if (p.loss == Loss::none && spec.curvature != Curvature::hessian)
+    throw UsageError(std::string("--curvature ") + curvature_name(spec.curvature) +
+                     " needs the model's outputs and a loss dhess computes from them, but with --loss none forward "
+                     "returns the loss itself: no outputs to linearize (ggn) and no terms of the loss (ef); return "
+                     "the outputs and give --loss cross_entropy, mse, nll or bce_with_logits");
   const ForwardArity arity = forward_arity(p.module, spec.model);
   p.forward_arity = arity.total;
   select_parameters(p);
@@ -229,7 +226,7 @@ ProblemCheck Problem::check() {
     std::copy_n(g.data_ptr<double>(), g.numel(), result.gradient.begin() + info.offset);
   }
   for (std::size_t i = 0; i < p.params.size(); ++i)
-    require_finite_curvature(p.layout.parameters()[i], pass.curvature[i], pass.loss);
+    require_finite_curvature(p.spec.curvature, p.layout.parameters()[i], pass.curvature[i], pass.loss);
   return result;
 }
 
@@ -243,7 +240,7 @@ int64_t Problem::largest_micro_batch() const {
 double Problem::pass_memory(int64_t samples) const {
   const Impl& p = *impl_;
   const MicroBatch batch = p.slice(0, std::min(samples, p.num_samples));
-  return std::max(0.0, peak_bytes_of([&] { product_with_ones(p, p.gradient_graph(batch)); }));
+  return std::max(0.0, peak_bytes_of([&] { product_with_ones(p, *p.curvature_graph(batch)); }));
 }
 
 void Problem::export_to(const std::string& model_path, const std::string& data_path) const {

@@ -4,10 +4,12 @@
 // loss.cpp: the loss of a micro-batch).
 #include <torch/script.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "curvature.hpp"
 #include "dhess/torch/problem.hpp"
 
 namespace dhess {
@@ -16,6 +18,20 @@ struct MicroBatch {
   std::vector<torch::Tensor> inputs;  // positional arguments of forward()
   torch::Tensor targets;              // undefined when there are none
   double weight = 1;                  // share of the whole data set's mean loss
+};
+
+// One micro-batch through forward(), as graphs over the parameters.
+struct Evaluation {
+  torch::Tensor outputs;  // the model's output; undefined with --loss none (forward returns the loss)
+  torch::Tensor loss;     // the weighted loss: the micro-batch's share of the whole data set's mean
+};
+
+// The loss's terms unreduced, as one vector -- a term per target that cross_entropy and nll count,
+// per row of the last dimension for mse and bce_with_logits -- and the factor by which the weighted
+// loss sums them: loss = scale · Σ terms. The empirical Fisher is scale · Σ ∇term ∇termᵀ.
+struct LossTerms {
+  torch::Tensor terms;
+  double scale = 0;
 };
 
 struct Problem::Impl {
@@ -45,13 +61,16 @@ struct Problem::Impl {
   // Samples [begin, end) as one micro-batch, weighted as their share of the data set.
   MicroBatch slice(int64_t begin, int64_t end) const;
 
-  // Weighted loss of one micro-batch, as a graph over `params`.
-  torch::Tensor loss_of(const MicroBatch& batch) const;
-  // Gradient of the weighted micro-batch loss with create_graph; undefined
-  // entries (parameters the loss does not use) are left undefined.
-  std::vector<torch::Tensor> gradient_graph(const MicroBatch& batch) const;
-  // The same for a loss already evaluated; an op torch cannot differentiate is bad input.
+  // The model's outputs and weighted loss on one micro-batch (loss.cpp).
+  Evaluation evaluate(const MicroBatch& batch) const;
+  torch::Tensor loss_of(const MicroBatch& batch) const { return evaluate(batch).loss; }
+  // The terms of the loss of `outputs` on `batch`.
+  LossTerms loss_terms(const torch::Tensor& outputs, const MicroBatch& batch) const;
+  // The gradient of a weighted loss with create_graph; undefined entries (parameters the loss does
+  // not use) are left undefined. An op torch cannot differentiate is bad input.
   std::vector<torch::Tensor> gradient_of(const torch::Tensor& value) const;
+  // The graph of the run's curvature on one micro-batch (curvature.cpp).
+  std::unique_ptr<CurvatureGraph> curvature_graph(const MicroBatch& batch) const;
 };
 
 // ---- model.cpp ----------------------------------------------------------------------------------

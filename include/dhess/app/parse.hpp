@@ -4,6 +4,7 @@
 #include <regex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "dhess/run/options.hpp"
 
@@ -16,6 +17,12 @@ Solver parse_solver(const std::string& text);
 std::pair<int, int> parse_grid(const std::string& text, int ranks);
 Dtype parse_dtype(const std::string& text);
 Loss parse_loss(const std::string& text);
+// "hessian", "ggn" (or "gauss_newton"), "ef" (or "empirical_fisher").
+Curvature parse_curvature(const std::string& text);
+// --blocks: "tensors", "modules", "modules:DEPTH", or "NAME=REGEX;NAME=REGEX...".
+BlockSpec parse_blocks(const std::string& text);
+// --prior-precision: a comma-separated list of positive numbers.
+std::vector<double> parse_prior_precisions(const std::string& text);
 BatchMode parse_hvp_mode(const std::string& text);
 DeviceChoice parse_device(const std::string& text);
 DiagonalMode parse_diagonal(const std::string& text);

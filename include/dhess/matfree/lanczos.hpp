@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "dhess/dist/row_shard.hpp"
@@ -15,6 +16,10 @@ struct LanczosOptions {
   int64_t max_steps = 300;
   double tolerance = 1e-8;  // converged: ‖Hz − θz‖ ≤ tolerance · max|θ|
   uint64_t seed = 0;
+  // Applied to the random start vector (this rank's rows) before it is normalized; none: all of
+  // it. With an operator that maps a subspace into itself (a block's restriction P H P, deflated by
+  // the eigenvectors found before), a start inside that subspace keeps the Krylov space there.
+  std::function<void(double*)> start_filter = {};
 };
 
 struct RitzPair {

@@ -22,9 +22,18 @@ TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard,
 TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
                             MPI_Comm comm);
 
+// Groups of rows (blocks of parameters): this rank's rows, each the index of its group or -1.
+struct RowGroups {
+  std::vector<int> of_row;
+  int count = 0;
+};
+
 // Hutchinson-type diagonal estimate mean(v ⊙ Hv) over `probes` Rademacher vectors, with the
-// per-entry standard error; this rank's rows.
+// per-entry standard error; this rank's rows. Where `groups` is given, also each group's trace from
+// the same probes, with its standard error (the entries of one probe are not independent, so a
+// group's error comes from its per-probe sums).
 void estimate_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t probes, uint64_t seed,
-                       std::vector<double>& diagonal, std::vector<double>& stderr_out, MPI_Comm comm);
+                       std::vector<double>& diagonal, std::vector<double>& stderr_out, MPI_Comm comm,
+                       const RowGroups* groups = nullptr, std::vector<TraceEstimate>* group_traces = nullptr);
 
 }  // namespace dhess

@@ -5,7 +5,9 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "dhess/core/blocks.hpp"
 #include "dhess/linalg/eigensolver.hpp"
 #include "dhess/torch/device.hpp"
 #include "dhess/torch/hvp.hpp"
@@ -31,6 +33,9 @@ struct RunOptions {
   double mem_per_rank = 0;  // bytes; 0 = read from the node
   bool quiet = false;
   std::string command_line;
+  BlockSpec blocks;                      // --blocks: per-block curvature; none by default
+  int64_t block_top = 3;                 // largest eigenvalues per block
+  std::vector<double> prior_precisions;  // --prior-precision: log det(C + delta I) for each delta
 };
 
 enum class DiagonalMode { none, exact, hutchinson, automatic };
@@ -40,12 +45,12 @@ enum class TraceEstimator { hutchpp, hutchinson, both };
 
 // Matrix-free spectrum (dhess spectrum).
 struct SpectrumOptions {
-  int64_t top = 10, bottom = 10;                    // extreme eigenpairs by Lanczos
-  int64_t max_steps = 300;                          // Lanczos steps at most
-  double tolerance = 1e-8;                          // ‖Hz − λz‖ ≤ tolerance · max|λ|
-  int64_t slq_probes = 10, slq_steps = 80;          // density by stochastic Lanczos quadrature (0 probes = none)
-  double sigma = 0.01;                              // density smoothing, relative to the spectrum's width
-  int64_t trace_probes = 30;                        // products of the trace estimate (0 = none)
+  int64_t top = 10, bottom = 10;            // extreme eigenpairs by Lanczos
+  int64_t max_steps = 300;                  // Lanczos steps at most
+  double tolerance = 1e-8;                  // ‖Hz − λz‖ ≤ tolerance · max|λ|
+  int64_t slq_probes = 10, slq_steps = 80;  // density by stochastic Lanczos quadrature (0 probes = none)
+  double sigma = 0.01;                      // density smoothing, relative to the spectrum's width
+  int64_t trace_probes = 30;                // products of the trace estimate (0 = none)
   TraceEstimator trace_estimator = TraceEstimator::hutchpp;
   DiagonalMode diagonal = DiagonalMode::automatic;  // automatic: exact when n ≤ 20000
   int64_t diagonal_probes = 100;

@@ -18,10 +18,19 @@ namespace dhess {
 enum class Loss { cross_entropy, mse, nll, bce_with_logits, none };
 const char* loss_name(Loss loss);
 
+// The curvature matrix of the loss a run computes: the Hessian; the generalized Gauss-Newton
+// matrix Jᵀ H_L J (J the Jacobian of the model's outputs, H_L the Hessian of the loss in them:
+// positive semi-definite for the convex losses); the empirical Fisher, the mean of the gradient
+// outer products of the loss's terms (its rank is at most their number).
+enum class Curvature { hessian, ggn, ef };
+const char* curvature_name(Curvature curvature);   // "hessian", "ggn", "ef"
+const char* curvature_title(Curvature curvature);  // "Hessian", "Gauss-Newton matrix", "empirical Fisher"
+
 struct ProblemSpec {
-  std::string model;                 // TorchScript file, or builtin:NAME[:SIZE]
-  std::string data;                  // torch.save file; empty for builtins or --loss none
-  std::optional<Loss> loss;          // unset: the built-in model's own
+  std::string model;         // TorchScript file, or builtin:NAME[:SIZE]
+  std::string data;          // torch.save file; empty for builtins or --loss none
+  std::optional<Loss> loss;  // unset: the built-in model's own
+  Curvature curvature = Curvature::hessian;
   std::string params_text;           // --params as given, for messages; empty = every parameter
   std::optional<std::regex> params;  // keep parameters whose name matches (std::regex_search)
   int64_t batch_size = 0;            // micro-batch size; 0 = the whole data set at once
