@@ -305,6 +305,35 @@ class OtherModels(unittest.TestCase):
         with r:
             assert_same_structure_and_values(self, r.as_torch(), torch_hessian(f, model))
 
+    def test_gauss_newton_blocks_and_log_determinants_in_python(self):
+        model, x, y, _ = convnet_problem()
+        names = [n for n, _ in model.named_parameters()]
+        theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        shapes = [p.shape for p in model.parameters()]
+
+        def outputs(t):
+            parts = dict(zip(names, torch.split(t, [int(np.prod(s)) for s in shapes])))
+            return torch.func.functional_call(model, {n: parts[n].reshape(s) for n, s in zip(names, shapes)}, (x,))
+
+        # The oracle, built explicitly: J^T H_L J with torch.func.
+        z = outputs(theta).detach()
+        J = torch.func.jacrev(lambda t: outputs(t).reshape(-1))(theta)
+        H_L = torch.func.hessian(lambda o: F.cross_entropy(o.reshape(z.shape), y))(z.reshape(-1))
+        G = (J.T @ H_L @ J).numpy()
+        with dhess.hessian(model, x, y, loss="cross_entropy", eigen="values", ranks=RANKS, progress=False,
+                           curvature="ggn", blocks="modules", prior_precision=[0.1, 1]) as r:
+            self.assertEqual(r.curvature, "ggn")
+            self.assertLessEqual(np.abs(r.hessian() - G).max(), 1e-10 * np.abs(G).max())
+            self.assertEqual(list(r.blocks), ["c1", "f2"])
+            conv = r.blocks["c1"]
+            self.assertAlmostEqual(conv.trace, np.trace(G[:conv.n, :conv.n]), delta=1e-9 * np.abs(G).max())
+            for delta in (0.1, 1.0):
+                sign, logdet = np.linalg.slogdet(G + delta * np.eye(len(G)))
+                self.assertEqual(sign, 1.0)
+                self.assertAlmostEqual(r.log_det(delta), logdet, delta=1e-8 * abs(logdet))
+            with self.assertRaises(KeyError):
+                r.log_det(0.5)
+
     def test_loss_none_without_data_matches_the_closed_form(self):
         class Cubic(nn.Module):
             def __init__(self):
