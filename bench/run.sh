@@ -381,7 +381,7 @@ section_h() {
 # GGNLinearOperator (vmap over a block of columns) and hessian-eigenthings' GGNOperator (one vector
 # per call) on 2 threads, on the same columns, checked against dhess's matrix.
 section_i() {
-  "$py" -m pip install --quiet -r bench/requirements.txt
+  "$py" -m pip install --quiet -r bench/requirements.txt -c requirements.txt
   for spec in convnet:6 $([ $quick = 1 ] || echo convnet:12); do
     tag=${spec//:/_}
     export_model "$spec"

@@ -404,33 +404,29 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         n, steps, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = self.attend(self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d),
+                        self.split_heads(v, n, steps, d))
         return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+
+    def attend(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 class HandWrittenCausalSelfAttention(CausalSelfAttention):
     """The same attention, written out (the oracle's): softmax(q k^T / sqrt(d_head) + causal mask) v."""
 
-    def forward(self, x):
-        n, steps, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
-        scores = q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5
+    def attend(self, q, k, v):
+        steps = q.size(2)
+        scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5
         future = torch.ones(steps, steps, dtype=torch.bool).triu(1)
-        y = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
-        return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+        return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
 
 
 class AttentionWithoutMask(CausalSelfAttention):
     """What a lost is_causal would compute (make_zoo checks it differs)."""
 
-    def forward(self, x):
-        n, steps, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = self.split_heads(q, n, steps, d), self.split_heads(k, n, steps, d), self.split_heads(v, n, steps, d)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(n, steps, d))
+    def attend(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class GptBlock(nn.Module):
