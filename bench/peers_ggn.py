@@ -64,7 +64,7 @@ def eigenthings_columns(model, x, y, columns):
     for j in range(columns):
         e = torch.zeros(n, dtype=torch.float64)
         e[j] = 1
-        out[:, j] = op.matvec(e)
+        out[:, j] = op.matvec(e).detach()
     return out
 
 

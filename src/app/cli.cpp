@@ -148,8 +148,8 @@ void add_run_options(OptionTable& t, RunOptions& o, LateFlags& late) {
   t.flag("-q,--quiet", o.quiet, "print only errors", every_command);
   t.option("--blocks", late.blocks,
            "per-block curvature: tensors | modules[:DEPTH] | NAME=REGEX;NAME=REGEX... (trace, share, top eigenvalues)",
-           dense | spectrum);
-  t.option("--block-top", o.block_top, "largest eigenvalues per block (default 3)", dense | spectrum)
+           dense | spectrum | plan);
+  t.option("--block-top", o.block_top, "largest eigenvalues per block (default 3)", dense | spectrum | plan)
       ->check(positive_integer);
   t.typed("--prior-precision", o.prior_precisions, parse_prior_precisions,
           "log det(C + delta I) for each delta of a comma-separated list (a Laplace approximation's)", dense);

@@ -33,9 +33,17 @@ void agree_on_plan(MPI_Comm comm, MemoryPlan& m) {
   m.total = most[1];
 }
 
+// The most parameters in one --blocks block (0 without --blocks).
+int64_t largest_block(const RunOptions& o, const DenseSetup& s) {
+  if (o.blocks.kind == BlockSpec::Kind::none) return 0;
+  int64_t most = 0;
+  for (const auto& b : group_parameters(s.loaded.problem->layout(), o.blocks)) most = std::max(most, b.size);
+  return most;
+}
+
 MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, const MemoryBudget& budget) {
   return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, s.sketch_columns, o.problem.dtype, s.panel,
-                     budget);
+                     budget, largest_block(o, s));
 }
 
 // The text of the rank that holds `value`'s minimum, on every rank.
@@ -102,6 +110,7 @@ nlohmann::json MemoryPlan::to_json() const {
   return {{"hessian_share", h},
           {"eigenvectors_share", z},
           {"solver_workspace", workspace},
+          {"largest_block", blocks},
           {"panel", panel},
           {"process", baseline},
           {"total", total},
@@ -110,14 +119,15 @@ nlohmann::json MemoryPlan::to_json() const {
 }
 
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget) {
+                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget,
+                       int64_t largest_block) {
   const double elem = static_cast<double>(dtype_bytes(dtype));
   MemoryPlan m;
-  auto local = [&](int procs) {
-    const int64_t blocks = (n + block - 1) / block;
+  auto local = [&](int64_t extent, int procs) {
+    const int64_t blocks = (extent + block - 1) / block;
     return static_cast<double>((blocks + procs - 1) / procs) * block;
   };
-  m.h = local(rows) * local(cols) * elem;
+  m.h = local(n, rows) * local(n, cols) * elem;
   // LAPACK's dsyevd leaves the eigenvectors in H's place; its dsyevr writes only the K asked for.
   const bool lapack = solver == Solver::lapack;
   m.z = !request.wants_vectors()                  ? 0
@@ -129,9 +139,16 @@ MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequ
   // The panel, its products and the backward temporaries, as measured on the model (HvpEngine).
   m.panel = panel.per_product +
             static_cast<double>(panel.panel) * std::max(panel.per_column, 4.0 * static_cast<double>(n) * elem);
+  if (largest_block > 0) {
+    const EigenRequest values{EigenRequest::Kind::values, 0};
+    const Solver by = resolve_solver(Solver::automatic, values, block, rows, cols, largest_block, dtype);
+    m.blocks = local(largest_block, rows) * local(largest_block, cols) * elem +
+               static_cast<double>(
+                   solver_workspace_bytes(by, values, largest_block, block, rows, cols, dtype_bytes(dtype)));
+  }
   // The process itself (torch, the model, the data) as resident now.
   m.baseline = static_cast<double>(current_rss_bytes());
-  m.total = m.h + m.z + m.workspace + m.panel + m.baseline;
+  m.total = m.h + std::max(m.z + m.workspace, m.blocks) + m.panel + m.baseline;
   m.available = budget.bytes;
   m.available_source = budget.source;
   return m;
@@ -183,7 +200,7 @@ int64_t ranks_that_fit(const RunOptions& o, const DenseSetup& s, int ranks) {
     const int64_t sketch =
         lowrank_sketch_columns(o.solver, solver, s.request, o.problem.dtype, s.n, s.block, rows, cols);
     const MemoryPlan m = plan_memory(s.n, s.block, rows, cols, s.request, solver, sketch, o.problem.dtype, s.panel,
-                                     {s.plan.available, s.plan.available_source});
+                                     {s.plan.available, s.plan.available_source}, largest_block(o, s));
     if (m.total - m.baseline + s.plan.baseline <= s.plan.available &&
         int32_limit(solver, s.request, s.n, s.block, rows, cols).empty())
       break;
@@ -206,7 +223,8 @@ std::string refusal(const RunOptions& o, const DenseSetup& s, int ranks) {
            "give each rank more memory";
   }
   return "n = " + std::to_string(s.n) + " needs " + human_bytes(m.total) + " per rank (H share " + human_bytes(m.h) +
-         ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) + ", panel " +
+         ", eigenvectors " + human_bytes(m.z) + ", solver workspace " + human_bytes(m.workspace) +
+         (m.blocks > 0 ? ", the largest --blocks block " + human_bytes(m.blocks) : "") + ", panel " +
          human_bytes(m.panel) + ", process " + human_bytes(m.baseline) + ") but " + human_bytes(m.available) +
          " is available per rank (" + m.available_source + "); use about " +
          std::to_string(ranks_that_fit(o, s, ranks)) + " ranks of this size" +

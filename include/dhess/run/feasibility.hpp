@@ -24,6 +24,7 @@ struct PanelMemory {
 // Bytes per rank of a dense run.
 struct MemoryPlan {
   double h = 0, z = 0, workspace = 0, panel = 0, baseline = 0, total = 0, available = 0;
+  double blocks = 0;  // --blocks: the largest diagonal block copied out of H and its solver's workspace
   std::string available_source;  // where `available` came from (memory_budget)
   nlohmann::json to_json() const;
 };
@@ -31,9 +32,11 @@ struct MemoryPlan {
 // The H share, eigenvectors and solver workspace of a resolved `solver` on a rows × cols grid (or
 // the rank-revealing sketch of `sketch_columns` vectors before it, where larger), the HVP panel
 // (each column at least 4 n-vectors), and the process as resident now; `budget` is what it is
-// checked against.
+// checked against. With `largest_block` > 0 (--blocks), that block's matrix and the workspace of its
+// eigenvalues, held beside H before the solver runs (not beside the solver's own).
 MemoryPlan plan_memory(int64_t n, int block, int rows, int cols, const EigenRequest& request, Solver solver,
-                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget);
+                       int64_t sketch_columns, Dtype dtype, const PanelMemory& panel, const MemoryBudget& budget,
+                       int64_t largest_block = 0);
 
 // The memory one rank may use: --mem-per-rank, else memory_budget() (the node, the job's cgroup,
 // SLURM's limits), the tightest rank's on every rank. Collective.
