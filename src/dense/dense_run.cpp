@@ -133,9 +133,11 @@ class DenseRun {
 
   // H ← (H + Hᵀ)/2 with the asymmetry it had, and its trace.
   void symmetrize_matrix(BlockCyclicMatrix<T>& h) {
+    const double t = MPI_Wtime();
     symmetry_ = symmetrize(grid_, h);
     summary_["asymmetry"] = symmetry_.asymmetry;
     summary_["trace"] = trace(grid_, h);
+    timings_["symmetrize"] = MPI_Wtime() - t;
     if (symmetry_.asymmetry > (std::is_same_v<T, double> ? 1e-8 : 1e-3))
       warn(r_, "Hessian asymmetry ||H-H^T||/||H|| = " + std::to_string(symmetry_.asymmetry) +
                    " before symmetrization (non-smooth or non-deterministic model?)");

@@ -98,7 +98,9 @@ std::string human_summary(const nlohmann::json& j) {
     s << "; curvature " << j["model"]["curvature"].get<std::string>() << " (the matrix below, not the Hessian)";
   s << "\n";
   s << "  time: HVP " << seconds(t["hvp"]) << " (" << j["hvp"]["mode"].get<std::string>() << "), redistribution "
-    << seconds(t["redistribution"]) << ", eigensolver " << seconds(t["eigensolver"]);
+    << seconds(t["redistribution"]);
+  if (t.contains("symmetrize")) s << ", symmetrize " << seconds(t["symmetrize"]);
+  s << ", eigensolver " << seconds(t["eigensolver"]);
   if (j.contains("solver")) s << " (" << j["solver"].get<std::string>() << ")";
   s << ", I/O " << seconds(t["io"]) << ", total " << seconds(t["total"]) << "\n";
   s << "  asymmetry ||H-H^T||_F/||H||_F = " << num(j["asymmetry"].get<double>())
