@@ -19,6 +19,7 @@
 #include "dhess/io/json_file.hpp"
 #include "dhess/io/npy.hpp"
 #include "dhess/io/output_dir.hpp"
+#include "dhess/linalg/solver_timing.hpp"
 #include "dhess/report/plot.hpp"
 #include "dhess/report/summary.hpp"
 #include "dhess/run/feasibility.hpp"
@@ -187,7 +188,7 @@ class DenseRun {
     {
       StopWatch watch("stopped by a signal during the eigensolver; " + kept_text("the assembled Hessian is"),
                       r_.root());
-      spectrum = solve(grid_, h, s_.request, s_.solver, s_.sketch_columns, sketch_products());
+      spectrum = solve(grid_, h, s_.request, s_.solver, s_.sketch_columns, sketch_products(), sketch_seconds());
     }
     h.release();
     timings_["eigensolver"] = MPI_Wtime() - t;
@@ -206,6 +207,25 @@ class DenseRun {
     return {};
   }
 
+  // --solver auto's sketch may take kLowrankRegret of the full solver's time: of a cheap lower bound
+  // on it first (its flops at dgemm's rate), and where the sketch runs longer, of an estimate from
+  // timing that solver on random matrices -- only where that lower-bound share already pays for the
+  // timing's two seconds, which count in the sketch's time. --solver lowrank's has no limit.
+  SketchTime sketch_seconds() {
+    if (s_.sketch_columns == 0 || o_.solver != Solver::automatic) return {};
+    constexpr double kTiming = 2.0;
+    sketch_budget_ = kLowrankRegret * solver_seconds_lower_bound(s_.request, s_.n, r_.size, r_.comm);
+    if (sketch_budget_ < kTiming) return {sketch_budget_, {}};
+    const auto refine = [this, kTiming] {
+      const double free = std::max(0.0, s_.plan.available - s_.plan.total);
+      full_solver_estimate_ =
+          time_solver(s_.solver, s_.request, s_.n, s_.block, o_.problem.dtype, r_.size, free, r_.comm, kTiming).seconds;
+      sketch_budget_ = std::max(sketch_budget_, kLowrankRegret * full_solver_estimate_);
+      return sketch_budget_;
+    };
+    return {sketch_budget_, refine};
+  }
+
   // What the rank-revealing sketch found, and who answered when it stopped at its bound.
   void report_lowrank(const LowRankReport& l, const std::string& routine) {
     json j = {{"answered", l.answered},
@@ -213,6 +233,8 @@ class DenseRun {
               {"sketch_products", l.sketch_columns},
               {"sketch_bound", s_.sketch_columns},
               {"seconds", l.seconds}};
+    if (sketch_budget_ > 0) j["time_budget_seconds"] = sketch_budget_;
+    if (full_solver_estimate_ > 0) j["full_solver_estimate_seconds"] = full_solver_estimate_;
     if (l.answered) {
       j["certificate"] = l.certificate;
       j["zero_eigenvalues"] = s_.n - l.rank;
@@ -343,6 +365,7 @@ class DenseRun {
   SymmetryStats symmetry_;
   json timings_, peaks_;
   double io_seconds_ = 0;
+  double sketch_budget_ = 0, full_solver_estimate_ = 0;  // seconds: auto's sketch's limit, and what it came from
   std::vector<std::string> files_;
 };
 

@@ -314,11 +314,14 @@ namespace {
 // The rank-revealing solver's answer where its sketch of up to `sketch_columns` vectors holds H's
 // range and the request's eigenpairs are nonzero ones; unset otherwise, with `report` saying why.
 std::optional<Spectrum<double>> try_lowrank(const ProcessGrid& grid, const BlockCyclicMatrix<double>& h,
-                                            const EigenRequest& request, int64_t sketch_columns,
+                                            const EigenRequest& request, int64_t sketch_columns, const SketchTime& time,
                                             const ShardedOperator& products, LowRankReport& report) {
   const double t = MPI_Wtime();
   RangeFinderOptions options;
   options.max_columns = sketch_columns;
+  options.seconds = time.seconds;
+  options.refine = time.refine;
+  options.vectors = request.wants_vectors();
   options.when_full = RangeFinderOptions::WhenFull::give_up;
   std::optional<Spectrum<double>> answer = lowrank_solve(grid, h, request, options, report, products);
   report.seconds = MPI_Wtime() - t;
@@ -342,7 +345,7 @@ Spectrum<T> solve_full(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const E
 
 template <typename T>
 Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
-                  int64_t sketch_columns, const ShardedOperator& products) {
+                  int64_t sketch_columns, const ShardedOperator& products, const SketchTime& time) {
   if (h.row_block() != h.col_block()) throw InternalError("the eigensolvers need square blocks");
   if (request.kind == EigenRequest::Kind::none) return {};
   if (solver == Solver::automatic) throw InternalError("solve() needs a resolved solver (resolve_solver)");
@@ -352,7 +355,7 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
   if constexpr (std::is_same_v<T, double>) {
     if (sketch_columns > 0) {
       lowrank.tried = true;
-      if (auto answer = try_lowrank(grid, h, request, sketch_columns, products, lowrank)) {
+      if (auto answer = try_lowrank(grid, h, request, sketch_columns, time, products, lowrank)) {
         answer->lowrank = lowrank;
         return std::move(*answer);
       }
@@ -364,8 +367,8 @@ Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenR
 }
 
 template Spectrum<double> solve(const ProcessGrid&, BlockCyclicMatrix<double>&, const EigenRequest&, Solver, int64_t,
-                                const ShardedOperator&);
+                                const ShardedOperator&, const SketchTime&);
 template Spectrum<float> solve(const ProcessGrid&, BlockCyclicMatrix<float>&, const EigenRequest&, Solver, int64_t,
-                               const ShardedOperator&);
+                               const ShardedOperator&, const SketchTime&);
 
 }  // namespace dhess

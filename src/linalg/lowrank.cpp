@@ -64,8 +64,10 @@ std::optional<Spectrum<double>> lowrank_solve(const ProcessGrid& grid, const Blo
   report.rank = s.rank;
   report.sketch_columns = s.sketch_columns;
   if (!s.complete) {
-    report.why_not = "its range has more than " + std::to_string(s.rank) + " dimensions (sketch bound " +
-                     std::to_string(options.max_columns) + " vectors)";
+    report.why_not = "its range has more than " + std::to_string(s.rank) + " dimensions (" +
+                     (s.out_of_time ? std::string("a larger sketch would pass its time budget")
+                                    : "sketch bound " + std::to_string(options.max_columns) + " vectors") +
+                     ")";
     return std::nullopt;
   }
   report.rank = static_cast<int64_t>(s.values.size());

@@ -22,6 +22,8 @@ class RangeFinder {
   RangeFinder(const ShardedOperator& op, const RowShard& shard, const RangeFinderOptions& o, MPI_Comm comm)
       : op_(op), shard_(shard), o_(o), comm_(comm), rows_(shard.rows()) {
     max_columns_ = o.max_columns > 0 ? std::min(o.max_columns, shard.n) : shard.n;
+    seconds_ = o.seconds;
+    refine_ = o.refine;
     q_.reserve(static_cast<std::size_t>(rows_ * std::min<int64_t>(max_columns_, 2 * o.first_block)));
   }
 
@@ -29,11 +31,16 @@ class RangeFinder {
     int64_t next = std::min(o_.first_block, shard_.n);
     while (true) {
       const int64_t before = rank_;
-      if (!room_for(next)) return incomplete();
+      if (!room_for(next)) return incomplete(false);
+      next = width_in_time(next);
+      if (next == 0) return incomplete(true);
+      const double round_start = MPI_Wtime(), products_before = product_seconds_;
       std::vector<double> y = products(next);
       extend(y, next);
-      if (certify() || rank_ == shard_.n) break;
-      if (full_) return incomplete();
+      const bool certified = certify();
+      measure_orthonormalization(MPI_Wtime() - round_start - (product_seconds_ - products_before), before);
+      if (certified || rank_ == shard_.n) break;
+      if (full_) return incomplete(false);
       if (rank_ == before) stalled();
       next = std::min(sketched_, shard_.n);  // the total doubles
     }
@@ -41,12 +48,42 @@ class RangeFinder {
   }
 
  private:
-  NonzeroSpectrum incomplete() const {
+  NonzeroSpectrum incomplete(bool out_of_time) const {
     NonzeroSpectrum s;
     s.complete = false;
+    s.out_of_time = out_of_time;
     s.rank = rank_;
     s.sketch_columns = sketched_;
     return s;
+  }
+
+  // The seconds of orthonormalizing per (new column x basis column), from the last round: its time
+  // but for its products, over the columns it added times the basis they were orthonormalized against.
+  void measure_orthonormalization(double seconds, int64_t basis_before) {
+    const double added = static_cast<double>(std::max<int64_t>(rank_ - basis_before, 1));
+    orth_per_pair_ = std::max(0.0, seconds) / (added * static_cast<double>(std::max<int64_t>(rank_, 1)));
+  }
+
+  // The widest round of up to k vectors -- k, k/2, k/4, ... down to the first block -- whose time
+  // and the projection's after it (a product per basis vector) stay within what the sketch may
+  // take; 0 where none does. A round of k costs its products (the mean time of one so far) and the
+  // orthonormalization of k columns against a basis of rank + k (twice, with the probes: counted in
+  // the measured time per pair). Every rank decides on the slowest rank's clock.
+  int64_t width_in_time(int64_t k) {
+    if (seconds_ <= 0 || sketched_ == 0) return k;
+    double clock[3] = {MPI_Wtime() - start_, product_seconds_, orth_per_pair_};
+    MPI_Allreduce(MPI_IN_PLACE, clock, 3, MPI_DOUBLE, MPI_MAX, comm_);
+    const double per_product = clock[1] / static_cast<double>(sketched_);
+    auto projected = [&](int64_t w) {
+      const double width = static_cast<double>(w), basis = static_cast<double>(rank_ + w);
+      return clock[0] + per_product * (width + o_.probes + basis) + clock[2] * width * basis;
+    };
+    for (int64_t w = k; w >= std::min(o_.first_block, k); w /= 2)
+      if (projected(w) <= seconds_) return w;
+    if (!refine_) return 0;
+    seconds_ = std::max(seconds_, refine_());
+    refine_ = nullptr;
+    return width_in_time(k);  // the estimate took time too
   }
 
   // A round that adds no direction yet leaves the probes uncertified: what they miss is the products'
@@ -66,7 +103,9 @@ class RangeFinder {
     for (int64_t c = 0; c < k; ++c)
       for (int64_t i = 0; i < rows_; ++i)
         omega[c * rows_ + i] = gaussian(o_.seed, 9000000 + sketched_ + c, static_cast<uint64_t>(shard_.begin + i));
+    const double t = MPI_Wtime();
     op_(omega.data(), k, y.data());
+    product_seconds_ += MPI_Wtime() - t;
     for (int64_t c = 0; c < k; ++c)
       norm_ = std::max(norm_, norm(y.data() + c * rows_, rows_, comm_) / norm(omega.data() + c * rows_, rows_, comm_));
     sketched_ += k;
@@ -135,7 +174,7 @@ class RangeFinder {
       s.values.push_back(theta[i]);
       kept.insert(kept.end(), v.begin() + i * rank_, v.begin() + (i + 1) * rank_);
     }
-    s.vectors = combine(q_, rows_, rank_, kept, static_cast<int64_t>(s.values.size()));
+    if (o_.vectors) s.vectors = combine(q_, rows_, rank_, kept, static_cast<int64_t>(s.values.size()));
     return s;
   }
 
@@ -149,6 +188,11 @@ class RangeFinder {
   int64_t rank_ = 0, sketched_ = 0;
   double norm_ = 0, bound_ = 0;
   bool full_ = false;
+  const double start_ = MPI_Wtime();
+  double product_seconds_ = 0;  // spent in products
+  double orth_per_pair_ = 0;    // seconds per (new column x basis column) of the last orthonormalization
+  double seconds_ = 0;          // the time allowed, refined at most once
+  std::function<double()> refine_;
 };
 
 }  // namespace

@@ -14,23 +14,6 @@ int as_int(int64_t v) { return static_cast<int>(v); }
 
 }  // namespace
 
-double allsum(double v, MPI_Comm comm);
-
-namespace {
-
-// w -= V (Vᵀ w) for the `cols` columns of V (rows × cols) starting at `v`; collective.
-void project_out(const double* v, int64_t rows, int64_t cols, double* w, MPI_Comm comm) {
-  if (cols == 0) return;
-  std::vector<double> coefficients(static_cast<std::size_t>(cols), 0.0);
-  const int m = as_int(rows), n = as_int(cols), one = 1;
-  const double plus = 1, minus = -1, zero = 0;
-  if (rows > 0) dgemv_("T", &m, &n, &plus, v, &m, w, &one, &zero, coefficients.data(), &one);
-  MPI_Allreduce(MPI_IN_PLACE, coefficients.data(), n, MPI_DOUBLE, MPI_SUM, comm);
-  if (rows > 0) dgemv_("N", &m, &n, &minus, v, &m, coefficients.data(), &one, &plus, w, &one);
-}
-
-}  // namespace
-
 double allsum(double v, MPI_Comm comm) {
   double out = 0;
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm);
@@ -89,41 +72,63 @@ std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, i
   return c;
 }
 
+namespace {
+
+// block -= Q (Qᵀ block): the basis out of the block's k columns at once (BLAS 3).
+void project_out_basis(const std::vector<double>& q, int64_t rows, int64_t rank, std::vector<double>& block, int64_t k,
+                       MPI_Comm comm) {
+  const std::vector<double> c = inner_products(q, rows, rank, block.data(), k, comm);
+  if (rows == 0 || rank == 0 || k == 0) return;
+  const int m = as_int(rows), r = as_int(rank), kk = as_int(k);
+  const double minus = -1, one = 1;
+  dgemm_("N", "N", &m, &kk, &r, &minus, q.data(), &m, c.data(), &r, &one, block.data(), &m);
+}
+
+// SVQB (Stathopoulos and Wu 2002): the block's k columns replaced by an orthonormal basis of the
+// directions in which it is longer than `least` and than 1e-7 of its longest (G = BᵀB = V Λ Vᵀ,
+// B ← B V Λ^-1/2 over those λ; what Λ cannot resolve, below 1e-7 of the longest, is rounding).
+// Returns the directions kept; `shortest` is the least length kept. Collective.
+int64_t svqb(std::vector<double>& block, int64_t rows, int64_t k, double least, double& shortest, MPI_Comm comm) {
+  std::vector<double> gram = inner_products(block, rows, k, block.data(), k, comm);
+  std::vector<double> lambda, v;
+  symmetric_eigen(std::move(gram), k, lambda, v);
+  const double floor = std::max(least * least, 1e-14 * std::max(lambda.empty() ? 0.0 : lambda.back(), 0.0));
+  std::vector<double> w;  // k × kept: the kept eigenvectors, each over its length
+  shortest = 0;
+  for (int64_t j = k - 1; j >= 0; --j) {
+    if (!(lambda[j] > floor)) break;
+    const double length = std::sqrt(lambda[j]);
+    for (int64_t i = 0; i < k; ++i) w.push_back(v[j * k + i] / length);
+    shortest = length;
+  }
+  const auto kept = static_cast<int64_t>(w.size()) / std::max<int64_t>(k, 1);
+  block = combine(block, rows, k, w, kept);
+  return kept;
+}
+
+}  // namespace
+
 int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& rank, std::vector<double>& block,
                                  int64_t k, double drop, MPI_Comm comm) {
-  std::vector<double> before(static_cast<std::size_t>(k));
-  for (int64_t c = 0; c < k; ++c) before[c] = norm(block.data() + c * rows, rows, comm);
-  // The basis so far, out of the whole block at once (BLAS 3), twice.
-  for (int pass = 0; pass < 2; ++pass) {
-    const std::vector<double> c = inner_products(q, rows, rank, block.data(), k, comm);
-    if (rows > 0 && rank > 0) {
-      const int m = as_int(rows), r = as_int(rank), kk = as_int(k);
-      const double minus = -1, one = 1;
-      dgemm_("N", "N", &m, &kk, &r, &minus, q.data(), &m, c.data(), &r, &one, block.data(), &m);
-    }
+  double longest = 0;
+  for (int64_t c = 0; c < k; ++c) longest = std::max(longest, norm(block.data() + c * rows, rows, comm));
+  // The basis out of the block twice ("twice is enough"), then the block orthonormalized within
+  // itself, where what is left of a column below `drop` of the block's longest is rounding; again
+  // while a direction lost more than a third of its length to the basis (it was nearly in its
+  // span: its rounding, amplified by the normalization, must go too).
+  project_out_basis(q, rows, rank, block, k, comm);
+  int64_t kept = k;
+  double least = drop * longest;
+  for (int pass = 0; pass < 4 && kept > 0; ++pass) {
+    project_out_basis(q, rows, rank, block, kept, comm);
+    double shortest = 0;
+    kept = svqb(block, rows, kept, least, shortest, comm);
+    if (pass > 0 && shortest > 0.70710678) break;
+    least = 1e-7;  // block is orthonormal now: lengths are fractions of one
   }
-  // Then the columns this block adds, column by column (BLAS 2 over the new ones only), twice; a
-  // column that keeps losing most of its norm (it was nearly in the span: the rounding of its
-  // projections is large beside what is left) is projected against the whole basis until it
-  // stops (Daniel, Gragg, Kaufman, Stewart 1976), or dropped as rounding.
-  const int64_t start = rank;
-  for (int64_t c = 0; c < k; ++c) {
-    double* col = block.data() + c * rows;
-    double left = norm(col, rows, comm);
-    for (int pass = 0; pass < 2 && rank > start; ++pass)
-      project_out(q.data() + start * rows, rows, rank - start, col, comm);
-    for (int pass = 0; pass < 4; ++pass) {
-      const double before_pass = left;
-      left = norm(col, rows, comm);
-      if (left > 0.70710678 * before_pass || left <= drop * before[c]) break;
-      project_out(q.data(), rows, rank, col, comm);
-    }
-    if (left <= drop * before[c] || left == 0) continue;
-    for (int64_t i = 0; i < rows; ++i) col[i] /= left;
-    q.insert(q.end(), col, col + rows);
-    ++rank;
-  }
-  return rank - start;
+  q.insert(q.end(), block.begin(), block.begin() + rows * kept);
+  rank += kept;
+  return kept;
 }
 
 void symmetric_eigen(std::vector<double> a, int64_t m, std::vector<double>& values, std::vector<double>& vectors) {

@@ -79,7 +79,7 @@ int64_t lowrank_sketch_columns(Solver wanted, Solver resolved, const EigenReques
       CyclicAxis{n, block, grid_rows, 0}.local_extent(0) * CyclicAxis{n, block, grid_cols, 0}.local_extent(0);
   const int64_t room = std::max(share, workspace_elements(resolved, request, n, block, grid_rows, grid_cols));
   const int64_t ranks = static_cast<int64_t>(grid_rows) * grid_cols;
-  int64_t k = n / 16;
+  int64_t k = n / 2;
   while (k > 0 && sketch_elements(n, ranks, k) > room) k = k * 7 / 8;
   return k;
 }

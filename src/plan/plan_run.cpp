@@ -6,7 +6,7 @@
 
 #include "dhess/core/collective.hpp"
 #include "dhess/core/memory.hpp"
-#include "dhess/plan/solver_timing.hpp"
+#include "dhess/linalg/solver_timing.hpp"
 #include "dhess/run/feasibility.hpp"
 
 namespace dhess {
@@ -63,17 +63,24 @@ HvpEstimate estimate_hvp(const RunOptions& o, const Rank& r, DenseSetup& s, int 
 
 // How the rank-revealing sketch decides; the eigensolver estimate is the other solver's, which
 // answers whenever the sketch does not.
-std::string lowrank_text(const DenseSetup& s) {
+std::string lowrank_text(const RunOptions& o, const DenseSetup& s) {
   const std::string bound = std::to_string(s.sketch_columns);
-  return "the eigensolver first sketches H's range with up to " + bound +
-         " Hessian-vector products with Gaussian vectors (split over the ranks as H's columns are): where H's "
-         "rank is at most " +
-         bound +
-         " and the eigenpairs asked for are nonzero, it answers exactly (the other eigenvalues zero within a "
-         "certified bound) in the time of about twice rank + 80 columns of H and an orthonormalization of "
-         "n x rank^2 flops; otherwise " +
-         solver_name(s.solver == Solver::lowrank ? Solver::pdsyevr : s.solver) + " answers after the sketch (" + bound +
-         " / n of the HVP phase and n x " + bound + "^2 flops); the eigensolver estimate is that solver's";
+  const std::string full = solver_name(s.solver == Solver::lowrank ? Solver::pdsyevr : s.solver);
+  const std::string limit =
+      o.solver == Solver::automatic
+          ? " and, under --solver auto, while a larger sketch would stay within " +
+                std::to_string(static_cast<int>(100 * kLowrankRegret)) + "% of " + full +
+                "'s time (estimated at the run's start by timing it for two seconds): the worst case, an H of "
+                "larger rank, costs " +
+                full + "'s time plus that share"
+          : "";
+  return "the eigensolver first sketches H's range with Hessian-vector products on Gaussian vectors (split "
+         "over the ranks as H's columns are), doubling from 64, up to " +
+         bound + " vectors (what memory holds)" + limit +
+         ". Where H's rank is within reach and the eigenpairs asked for are nonzero, it answers exactly (the "
+         "other eigenvalues zero within a certified bound) in the time of about twice rank + 80 columns of H and an "
+         "orthonormalization of about 4 n x (2 rank)^2 flops; otherwise " +
+         full + " answers after it; the eigensolver estimate is " + full + "'s";
 }
 
 json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp, const SolverTiming& eig) {
@@ -96,7 +103,7 @@ json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEst
   if (!s.limit.empty()) plan["limit"] = s.limit;
   if (!s.solver_note.empty()) plan["solver_note"] = s.solver_note;
   if (s.sketch_columns > 0) plan["lowrank_sketch_bound"] = s.sketch_columns;
-  if (s.sketch_columns > 0) plan["lowrank_note"] = lowrank_text(s);
+  if (s.sketch_columns > 0) plan["lowrank_note"] = lowrank_text(o, s);
   if (!fits(s)) plan["suggested_ranks"] = ranks_that_fit(o, s, ranks);
   return plan;
 }
@@ -137,7 +144,7 @@ std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const
                 solver_name(s.solver), about, duration(eig.seconds).c_str(), eig.basis.c_str(), about,
                 duration(hvp.seconds + eig.seconds).c_str());
   std::string out = text;
-  if (s.sketch_columns > 0) out += "  lowrank: " + lowrank_text(s) + "\n";
+  if (s.sketch_columns > 0) out += "  lowrank: " + lowrank_text(o, s) + "\n";
   if (!s.solver_note.empty()) out += "  " + s.solver_note + "\n";
   if (!fits(s)) out += "  DOES NOT FIT: " + refusal(o, s, ranks) + "\n";
   return out;

@@ -41,11 +41,6 @@ int64_t largest_block(const RunOptions& o, const DenseSetup& s) {
   return most;
 }
 
-MemoryPlan plan_for(const RunOptions& o, const DenseSetup& s, Solver solver, const MemoryBudget& budget) {
-  return plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, s.sketch_columns, o.problem.dtype, s.panel,
-                     budget, largest_block(o, s));
-}
-
 // The text of the rank that holds `value`'s minimum, on every rank.
 std::string text_of_minimum(MPI_Comm comm, double value, const std::string& text) {
   struct {
@@ -62,14 +57,29 @@ std::string text_of_minimum(MPI_Comm comm, double value, const std::string& text
   return {buffer.begin(), buffer.end()};
 }
 
+// The sketch auto tries first, narrowed until the run's plan fits (none where no width does): a run
+// that fits without it is never refused for it. Every rank takes the same widths (the plan is agreed).
+int64_t sketch_that_fits(const RunOptions& o, const Rank& r, const DenseSetup& s, Solver solver, MemoryPlan& m) {
+  int64_t k = lowrank_sketch_columns(o.solver, solver, s.request, o.problem.dtype, s.n, s.block, s.rows, s.cols);
+  const MemoryBudget budget{s.plan.available, s.plan.available_source};
+  while (true) {
+    m = plan_memory(s.n, s.block, s.rows, s.cols, s.request, solver, k, o.problem.dtype, s.panel, budget,
+                    largest_block(o, s));
+    agree_on_plan(r.comm, m);
+    if (m.total <= m.available || k == 0 || o.solver != Solver::automatic) return k;
+    k = k >= 128 ? k * 7 / 8 : 0;
+  }
+}
+
 // ELPA 2-stage is the fastest for eigenvalues but needs 2.5-3.75 H shares of workspace, against
 // pdsyevr's few vectors: where ELPA does not fit and ScaLAPACK does, --solver auto takes ScaLAPACK.
 void prefer_solver_that_fits(const RunOptions& o, const Rank& r, DenseSetup& s) {
   if (o.solver != Solver::automatic || s.plan.total <= s.plan.available || s.solver != Solver::elpa) return;
   const Solver fallback = choose_solver_without_elpa(s.request, s.rows, s.cols, s.n);
-  MemoryPlan m = plan_for(o, s, fallback, {s.plan.available, s.plan.available_source});
-  agree_on_plan(r.comm, m);
+  MemoryPlan m;
+  const int64_t sketch = sketch_that_fits(o, r, s, fallback, m);
   if (m.total > m.available) return;
+  s.sketch_columns = sketch;
   s.solver_note = std::string("--solver auto: ELPA would need ") + human_bytes(s.plan.total) + " per rank, " +
                   human_bytes(s.plan.available) + " is available; using " + solver_name(fallback) + " (" +
                   human_bytes(m.total) + " per rank)";
@@ -173,13 +183,12 @@ DenseSetup prepare_dense(const RunOptions& o, const Rank& r, int ranks, int rank
     check_eigen_request(s.request, s.n);
     s.block = choose_block(o.block, s.n, s.rows, s.cols);
     s.solver = resolve_solver(o.solver, s.request, s.block, s.rows, s.cols, s.n, o.problem.dtype);
-    s.sketch_columns =
-        lowrank_sketch_columns(o.solver, s.solver, s.request, o.problem.dtype, s.n, s.block, s.rows, s.cols);
   });
   const MemoryBudget budget = memory_per_rank(o, ranks_on_node, r.comm);
   s.engine = fitted_engine(o, r, *s.loaded.problem, budget.bytes, s.panel);
-  s.plan = plan_for(o, s, s.solver, budget);
-  agree_on_plan(r.comm, s.plan);
+  s.plan.available = budget.bytes;
+  s.plan.available_source = budget.source;
+  s.sketch_columns = sketch_that_fits(o, r, s, s.solver, s.plan);
   prefer_solver_that_fits(o, r, s);
   s.limit = int32_refusal(s.solver, s.request, s.n, s.block, s.rows, s.cols);
   return s;

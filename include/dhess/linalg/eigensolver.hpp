@@ -3,6 +3,7 @@
 // eigenpairs), pdsyevr (values only, index ranges), ELPA (2-stage) and, on one
 // process, LAPACK dsyevd/dsyevr.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,21 +76,32 @@ struct Spectrum {
 
 // The most vectors the rank-revealing solver sketches before another solver answers instead; 0:
 // it does not run. --solver lowrank: n / 4, at least min(n, 256). --solver auto in float64 for --eigen
-// values, top:K and bottom:K at n >= 2,048: n / 16, where even a sketch by pdgemm (about n / 8
-// columns, n^3 / 4 flops) costs a fifth of a tridiagonal reduction when the rank is larger; by
-// Hessian-vector products (the dense run's) its columns cost what H's did, and the
-// orthonormalization (n k^2) stays below n^3 / 200. Auto's bound shrinks until the sketch fits in the larger of H's
-// share and the `resolved` solver's workspace, so that trying it never makes a run need more memory.
+// values, top:K and bottom:K at n >= 2,048: n / 2 (past that, orthonormalizing the basis costs as
+// much as a tridiagonal reduction), shrunk until the sketch fits in the larger of H's share and
+// the `resolved` solver's workspace, so that trying it never makes a run need more memory. Within
+// that bound auto's sketch is limited by time (the dense run gives it a share of the full solver's
+// estimated time: its worst-case regret).
+// --solver auto's sketch may take this share of the full solver's estimated time: where H's rank is
+// too large for it, the run costs at most 1 + kLowrankRegret times the full solver alone (plus the
+// two seconds of timing that estimate it).
+constexpr double kLowrankRegret = 0.25;
 int64_t lowrank_sketch_columns(Solver wanted, Solver resolved, const EigenRequest& request, Dtype dtype, int64_t n,
                                int block, int grid_rows, int grid_cols);
 
+// The time the rank-revealing sketch may take (0: no limit), and a costlier estimate of it asked
+// once where the sketch runs past the first (RangeFinderOptions::seconds and refine).
+struct SketchTime {
+  double seconds = 0;
+  std::function<double()> refine;
+};
+
 // Eigendecomposition of `h` (overwritten unless the sketch answers) by a resolved `solver`
 // (resolve_solver), after the rank-revealing sketch of up to `sketch_columns` vectors where that
-// is > 0 (float64 only), H·Ω by `products` where given (lowrank.hpp), else by pdgemm. `h` must have
-// square blocks.
+// is > 0 (float64 only), H·Ω by `products` where given (lowrank.hpp), else by pdgemm, within
+// `time`. `h` must have square blocks.
 template <typename T>
 Spectrum<T> solve(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const EigenRequest& request, Solver solver,
-                  int64_t sketch_columns = 0, const ShardedOperator& products = {});
+                  int64_t sketch_columns = 0, const ShardedOperator& products = {}, const SketchTime& time = {});
 
 // Workspace bytes per rank the solver will ask for (for pre-flight planning), or the sketch of
 // `sketch_columns` vectors where that is larger (it is freed before the solver runs).

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "dhess/dist/row_shard.hpp"
@@ -21,16 +22,25 @@ struct RangeFinderOptions {
   // Past max_columns: refuse (ResourceError, the matrix-free path), or give up and say so
   // (NonzeroSpectrum::complete false: a caller with another solver at hand).
   enum class WhenFull { refuse, give_up } when_full = WhenFull::refuse;
+  // Seconds the sketch may take (0: no limit): a round that would take it past them, with the
+  // projection after it, is not begun (NonzeroSpectrum::complete false, out_of_time) -- unless
+  // `refine`, asked once (collectively) at that point, gives a larger limit: a cheap bound first,
+  // a costly estimate only where the sketch runs long enough to need it.
+  double seconds = 0;
+  std::function<double()> refine;
+  bool vectors = true;  // false: the eigenvalues alone (no Q·V, an n × rank² product)
 };
 
 struct NonzeroSpectrum {
   std::vector<double> values;   // the nonzero eigenvalues, ascending
-  std::vector<double> vectors;  // this rank's rows of their eigenvectors (rows × values.size())
+  std::vector<double> vectors;  // this rank's rows of their eigenvectors (rows × values.size()); empty
+                                // where RangeFinderOptions::vectors is false
   int64_t rank = 0;             // the dimension of the certified range (nonzero eigenvalues among it)
   int64_t sketch_columns = 0;   // products spent on the sketch and the certificates
-  double bound = 0;      // ‖(I − QQᵀ)H‖₂ ≤ bound, with probability ≥ 1 − 10^-probes (HMT Lemma 4.1)
-  double norm = 0;       // max|λ|
-  bool complete = true;  // false: gave up past max_columns; only rank and sketch_columns are set
+  double bound = 0;          // ‖(I − QQᵀ)H‖₂ ≤ bound, with probability ≥ 1 − 10^-probes (HMT Lemma 4.1)
+  double norm = 0;           // max|λ|
+  bool complete = true;      // false: gave up past max_columns or `seconds`; only rank and sketch_columns are set
+  bool out_of_time = false;  // gave up because the next round would pass `seconds`
 };
 
 // Doubles a Gaussian sketch H·Ω until fresh probes certify that Q (its orthonormal range) holds H's

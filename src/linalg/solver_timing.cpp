@@ -1,10 +1,11 @@
-#include "dhess/plan/solver_timing.hpp"
+#include "dhess/linalg/solver_timing.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
 
+#include "blas.hpp"
 #include "dhess/core/collective.hpp"
 #include "dhess/core/memory.hpp"
 #include "dhess/dist/process_grid.hpp"
@@ -70,18 +71,40 @@ std::string basis_text(const std::vector<std::pair<double, double>>& points, int
   return text;
 }
 
+// Flops per second of a 512 x 512 dgemm on this core, the best of three.
+double dgemm_rate() {
+  const int m = 512;
+  std::vector<double> a(static_cast<std::size_t>(m) * m, 0.5), b(a), c(a.size());
+  const double one = 1, zero = 0;
+  double best = 1e300;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = MPI_Wtime();
+    dgemm_("N", "N", &m, &m, &m, &one, a.data(), &m, b.data(), &m, &zero, c.data(), &m);
+    best = std::min(best, MPI_Wtime() - t0);
+  }
+  return 2.0 * m * m * m / std::max(best, 1e-9);
+}
+
 }  // namespace
+
+double solver_seconds_lower_bound(const EigenRequest& request, int64_t n, int ranks, MPI_Comm comm) {
+  double rate = dgemm_rate();
+  MPI_Allreduce(MPI_IN_PLACE, &rate, 1, MPI_DOUBLE, MPI_MIN, comm);
+  const double nn = static_cast<double>(n);
+  const double flops = (request.kind == EigenRequest::Kind::all ? 10.0 : 4.0) / 3.0 * nn * nn * nn;
+  return flops / (rate * ranks);
+}
 
 // Doubling sizes until a solve takes a second and the matrix is twice the last-level cache (below
 // that, the memory-bound half of the tridiagonal reduction runs from cache and looks fast), or
-// until the next size would take the timing past ten seconds. The last two sizes are fitted to
+// until the next size would take the timing past max_seconds. The last two sizes are fitted to
 // t = a·n³ + b·n²: the n³ term is the reduction to tridiagonal or band form, the n² term what
 // grows slower (band reduction, tridiagonal solve) and dominates small sizes, so a pure n³
 // scaling of one small timing overestimates. Divided by the ranks at an assumed 70% parallel
 // efficiency. A random matrix has no deflation: a Hessian with many near-zero eigenvalues can
 // solve faster (bench/RESULTS.md, section d, compares with a real run).
 SolverTiming time_solver(Solver solver, const EigenRequest& request, int64_t n, int block, Dtype dtype, int ranks,
-                         double budget_bytes, MPI_Comm comm) {
+                         double budget_bytes, MPI_Comm comm, double max_seconds) {
   const double element = static_cast<double>(dtype_bytes(dtype));
   // Sizes whose matrix and workspace (about 5 copies) take at most a quarter of the budget.
   const int64_t largest = std::max<int64_t>(256, static_cast<int64_t>(std::sqrt(0.25 * budget_bytes / (5 * element))));
@@ -93,8 +116,9 @@ SolverTiming time_solver(Solver solver, const EigenRequest& request, int64_t n, 
     const double t = time_size(size, block, request, solver, dtype, comm);
     points.emplace_back(static_cast<double>(size), t);
     spent += t;
-    // Ten seconds at most: the next size would take about eight times the last.
-    const bool enough = points.size() >= 2 && ((t >= 1.0 && element * size * size >= 2 * cache) || spent + 8 * t > 10);
+    // max_seconds at most: the next size would take about eight times the last.
+    const bool enough =
+        points.size() >= 2 && ((t >= 1.0 && element * size * size >= 2 * cache) || spent + 8 * t > max_seconds);
     if (size < m || enough) break;
   }
   const auto [a, b] = fit_cubic(points);
