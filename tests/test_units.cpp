@@ -91,23 +91,24 @@ TEST(Solver, AutomaticChoiceFollowsTheRequest) {
   EXPECT_EQ(parse_solver("lowrank"), Solver::lowrank);
 }
 
-// Where the rank-revealing sketch runs, and its bound: n / 16 before --solver auto's full solver
-// (float64, no null-space vectors asked for, n >= 2,048), shrunk to fit in H's share or the
-// solver's workspace; n / 4 for --solver lowrank.
+// Where the rank-revealing sketch runs, and its bound: n / 2 before --solver auto's full solver
+// (float64, no null-space vectors asked for, n >= 2,048), shrunk by 7/8 steps until its 6 k n / P + 2 k^2
+// fit in H's share or the solver's workspace (ELPA: 3.2 shares for values, 2 with vectors, + 8 n);
+// n / 4 for --solver lowrank.
 TEST(Solver, LowRankSketchBound) {
   const auto values = parse_eigen_request("values"), top = parse_eigen_request("top:3");
   auto bound = [](Solver wanted, const EigenRequest& request, Dtype dtype, int64_t n, int ranks = 2) {
     return lowrank_sketch_columns(wanted, Solver::elpa, request, dtype, n, 64, 1, ranks);
   };
-  EXPECT_EQ(bound(Solver::automatic, values, Dtype::float64, 2560), 160);
-  EXPECT_EQ(bound(Solver::automatic, top, Dtype::float64, 2560), 160);
+  EXPECT_EQ(bound(Solver::automatic, values, Dtype::float64, 2560), 980);  // 1,280 -> 1,120 -> 980
+  EXPECT_EQ(bound(Solver::automatic, top, Dtype::float64, 2560), 655);
   EXPECT_EQ(bound(Solver::automatic, values, Dtype::float64, 2047), 0);
   EXPECT_EQ(bound(Solver::automatic, values, Dtype::float32, 2560), 0);
   EXPECT_EQ(bound(Solver::automatic, parse_eigen_request("all"), Dtype::float64, 2560), 0);
   EXPECT_EQ(bound(Solver::elpa, values, Dtype::float64, 2560), 0);
   EXPECT_EQ(bound(Solver::lowrank, values, Dtype::float64, 2560), 640);
   EXPECT_EQ(bound(Solver::lowrank, values, Dtype::float64, 343), 256);
-  // n = 6.4 M on 2^20 ranks: n / 16 = 400,000 vectors would hold a 2.5 TB B = QᵀHQ on every rank;
+  // n = 6.4 M on 2^20 ranks: n / 2 = 3.2 M vectors would hold a 2.5 TB B = QᵀHQ on every rank;
   // the bound keeps the sketch within ELPA's workspace (3.2 shares of 6,272 x 6,272, plus 8 n).
   const int64_t n = 6400325,
                 k = lowrank_sketch_columns(Solver::automatic, Solver::elpa, values, Dtype::float64, n, 64, 1024, 1024);
