@@ -7,7 +7,7 @@
 #   bench/run.sh --quick         small sizes only (minutes); skips the n = 23,365 and 10M runs
 #   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum,
 #                                g rank-revealing, h ResNet-20 vs PyHessian, i GGN products vs curvlinops
-#                                and hessian-eigenthings)
+#                                and hessian-eigenthings, j compiled products vs eager)
 #   bench/run.sh --report        only re-render the report from existing raw records
 #   bench/run.sh --resume        keep the clean records of an earlier run (rc 0, < 0.25 foreign cores),
 #                                redo the rest (failed, noisy or missing)
@@ -21,7 +21,7 @@ root=$PWD
 quick=0
 resume=0
 keep=""
-only="a,b,c,d,e,f,g,h,i"
+only="a,b,c,d,e,f,g,h,i,j"
 build=1
 report_only=0
 wait_quiet=300
@@ -394,8 +394,20 @@ section_i() {
   done
 }
 
+# ---------------------------------------------------------------- j. Compiled products (issue 24)
+# The seed convnet's 64-wide Hessian-vector product, eager torch.func against the same function
+# compiled ahead of time by AOTInductor (make_fx -> torch.export -> .pt2), one thread each.
+section_j() {
+  for spec in convnet:6 $([ $quick = 1 ] || echo convnet:12); do
+    tag=${spec//:/_}
+    export_model "$spec"
+    timed "j_${tag}_compiled_t1" --wait -- env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $py bench/compiled_product.py \
+      --model "$work/$tag.pt" --data "$work/${tag}_data.pt" --width 64 --threads 1 --out "$raw/j_${tag}_compiled_t1.json"
+  done
+}
+
 # a before d (d's Python route takes the fastest peer of a); the long d early, so that a
 # partial run still has it.
-for s in a c d b e f g h i; do
+for s in a c d b e f g h i j; do
   if want $s; then "section_$s"; report || echo "bench: report failed; the raw records are kept" >&2; fi
 done

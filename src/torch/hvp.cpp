@@ -215,14 +215,20 @@ namespace {
 // and wide batches cost more: their tensors pass glibc's 32 MiB mmap threshold and are faulted in
 // afresh by every product (ResNet-20, 200 images on 2 ranks: 1.6 s per vector at width 4, 2.5 s
 // at 28, 1.7 s alone; bench/RESULTS.md, h). So where a product takes long enough to time (50 ms):
-// one vector per pass where width 4 costs 10% more per vector than one alone, at most 4 per pass
-// where it saves less than 20%, and the width the memory allows otherwise. Exact either way.
+// one vector per pass where width 2 or 4 costs 10% more per vector than one alone, at most 4 per
+// pass where it saves less than 20%, and the width the memory allows otherwise. Exact either way.
+bool timed(const HvpEngine::Impl& e, double single_seconds) {
+  return e.automatic && e.batched && single_seconds >= 0.05;
+}
+bool one_column_is_faster(const HvpEngine::Impl& e, double batched_seconds, double single_seconds) {
+  return timed(e, single_seconds) && batched_seconds > 1.1 * single_seconds;
+}
 void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_seconds, double single_seconds) {
-  if (!e.automatic || !e.batched || single_seconds < 0.05 || batched_seconds < 0.8 * single_seconds) return;
+  if (!timed(e, single_seconds) || batched_seconds < 0.8 * single_seconds) return;
   char text[160];
   std::snprintf(text, sizeof text, "batched products took %.3g s per vector on this model, one alone %.3g s",
                 batched_seconds, single_seconds);
-  if (batched_seconds > 1.1 * single_seconds) {
+  if (one_column_is_faster(e, batched_seconds, single_seconds)) {
     e.batched = false;
     e.reason = text;
   } else if (!e.panel_given) {
@@ -285,20 +291,25 @@ double HvpEngine::measure_column_bytes() {
   e.panel = b;
   std::vector<char> buffer(static_cast<std::size_t>(b * e.n) * element);
   torch::Tensor out = torch::from_blob(buffer.data(), {b, e.n}, e.p.scalar_type);
-  // The first product builds (and caches) the first-order graph and checks the batched path. The
-  // peaks of a product of a columns and of b columns then give what each column adds and what a
-  // product holds whatever its width: torch's tensors and all else (oneDNN's scratch memory, the
-  // autograd bookkeeping).
+  // The first product builds (and caches) the first-order graph and checks the batched path. A
+  // single vector takes the unbatched path, whose memory is its own. The peaks of a product of a
+  // columns and of b columns then give what each column adds and what a product holds whatever its
+  // width: torch's tensors and all else (oneDNN's scratch memory, the autograd bookkeeping). Where
+  // a columns already cost more per vector than one alone, the run takes one column per pass and
+  // the product of b is not made (4 of the 10 start-up products on ResNet-20).
   e.compute(0, a, out.narrow(0, 0, a));
-  double seconds = 0;
+  double single_seconds = 0, seconds = 0;
+  e.single_bytes = std::max(peak_of_product(e, 1, out, single_seconds), floor);
   const double at_a = peak_of_product(e, a, out, seconds);
-  const double at_b = b > a ? peak_of_product(e, b, out, seconds) : at_a;
-  const double batched_seconds = seconds / static_cast<double>(b > a ? b : a);
-  // A single vector takes the unbatched path, whose memory is its own.
-  e.single_bytes = std::max(peak_of_product(e, 1, out, seconds), floor);
+  int64_t width = a;
+  double at_b = at_a;
+  if (e.batched && b > a && !one_column_is_faster(e, seconds / static_cast<double>(a), single_seconds)) {
+    at_b = peak_of_product(e, b, out, seconds);
+    width = b;
+  }
   const int64_t device_fits = e.p.device.is_cuda() ? fit_to_device(e, a, b, out) : e.n;
   e.panel = e.panel_given ? saved : std::min(saved, device_fits);
-  prefer_the_faster_path(e, b > a ? b : a, batched_seconds, seconds);
+  prefer_the_faster_path(e, width, seconds / static_cast<double>(width), single_seconds);
   // Never below the vector, its product and the backward temporaries: 4 n-vectors. One column per
   // pass holds one product's memory whatever the width, and each column its vectors.
   const ProductMemory m =

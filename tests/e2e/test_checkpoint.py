@@ -75,11 +75,12 @@ class Checkpoint(unittest.TestCase):
         p.communicate(timeout=120)
         self.assertNotEqual(p.returncode, 0)
         done = len([f for f in os.listdir(self.ck) if f.endswith(".panel")])
-        # Resume on 1 rank, and compare with an uninterrupted 1-rank run.
-        code, _, err = dhess(1, *MODEL, "--checkpoint", self.ck, "--resume", "--out", out)
+        # Resume on 1 rank, and compare with an uninterrupted 1-rank run. One solver for both: --solver
+        # auto chooses between the sketch and LAPACK by measured time, and the two agree to rounding.
+        code, _, err = dhess(1, *MODEL, "--solver", "lapack", "--checkpoint", self.ck, "--resume", "--out", out)
         self.assertEqual(code, 0, err)
         ref = os.path.join(self.tmp.name, "ref")
-        code, _, err = dhess(1, *MODEL, "--out", ref)
+        code, _, err = dhess(1, *MODEL, "--solver", "lapack", "--out", ref)
         self.assertEqual(code, 0, err)
         s = json.load(open(os.path.join(out, "summary.json")))
         self.assertGreaterEqual(sum(s["hvp"]["columns_restored_from_checkpoint"]), 8 * min(done, 6) - 8)
