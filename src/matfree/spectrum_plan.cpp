@@ -144,14 +144,33 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   return p;
 }
 
-std::string spectrum_refusal(const SpectrumPlan& p) {
+namespace {
+
+// What would shrink the plan: always more ranks; the knob of whatever holds a quarter of it (the
+// products: fewer samples per pass; the largest phase: its own count); float32 where the run is in
+// float64.
+std::string spectrum_remedies(const SpectrumPlan& p, Dtype dtype) {
+  std::string r = "use more ranks (each holds less data and fewer rows)";
+  const double largest = largest_phase(p), quarter = p.total / 4;
+  if (p.products >= quarter) r += ", --batch-size (fewer samples per product pass)";
+  if (largest >= quarter && p.lanczos == largest) r += ", fewer --max-steps (Lanczos keeps every step's vector)";
+  if (largest >= quarter && p.trace == largest) r += ", fewer --trace-probes";
+  if (largest >= quarter && p.slq == largest) r += ", fewer --slq-probes or --slq-steps";
+  if (largest >= quarter && p.diagonal == largest) r += ", --diagonal hutchinson or fewer --diagonal-probes";
+  if (dtype == Dtype::float64) r += ", or --dtype float32";
+  return r;
+}
+
+}  // namespace
+
+std::string spectrum_refusal(const SpectrumPlan& p, Dtype dtype) {
   return "the matrix-free run needs " + human_bytes(p.total) + " per rank (process with its first-order graph " +
          human_bytes(p.baseline) + ", products of " + std::to_string(p.product_columns) + " vector(s) at " +
          human_bytes(p.column) + " each " + human_bytes(p.products) + ", the largest phase " +
          human_bytes(largest_phase(p)) + ": Lanczos " + human_bytes(p.lanczos) + ", SLQ " + human_bytes(p.slq) +
          ", trace " + human_bytes(p.trace) + ", diagonal " + human_bytes(p.diagonal) + ") but " +
-         human_bytes(p.available) + " is available per rank (" + p.available_source +
-         "); use more ranks (each holds less data and fewer rows), fewer --max-steps or probes, or --dtype float32";
+         human_bytes(p.available) + " is available per rank (" + p.available_source + "); " +
+         spectrum_remedies(p, dtype);
 }
 
 }  // namespace dhess

@@ -486,7 +486,8 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
   const RowShard shard = RowShard::of(n, r.rank, r.size);
   const SpectrumPlan plan = plan_spectrum(so, shard, *engine, o.problem.dtype, o.panel > 0 ? o.panel : 64,
                                           memory_per_rank(o, l.place.local_size, comm), comm);
-  if (plan.total > plan.available) run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(plan)); });
+  if (plan.total > plan.available)
+    run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(plan, o.problem.dtype)); });
   if (!plan.slq_reorthogonalize && so.slq_probes > 0)
     warn(r, "SLQ runs without reorthogonalization to fit memory (more ranks restore it)");
   OutputDir out(o.out, o.force, comm);

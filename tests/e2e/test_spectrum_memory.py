@@ -67,6 +67,11 @@ class SpectrumMemory(unittest.TestCase):
         self.assertEqual(code, 74, err)
         self.assertIn("the matrix-free run needs", err)
         self.assertIn("products of 1 vector(s)", err)
+        # The remedies: what holds the memory (the product: fewer samples per pass, not fewer Lanczos
+        # steps), and float32 for a float64 run.
+        self.assertIn("--batch-size", err)
+        self.assertNotIn("--max-steps", err)
+        self.assertIn("--dtype float32", err)
         self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
 
 

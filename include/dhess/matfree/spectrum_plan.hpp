@@ -35,6 +35,6 @@ struct SpectrumPlan {
 SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, HvpEngine& engine, Dtype dtype,
                            int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm);
 // Why the plan does not fit (even one vector per product), with the numbers.
-std::string spectrum_refusal(const SpectrumPlan& plan);
+std::string spectrum_refusal(const SpectrumPlan& plan, Dtype dtype);
 
 }  // namespace dhess
