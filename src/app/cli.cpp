@@ -160,6 +160,10 @@ void add_spectrum_options(OptionTable& t, SpectrumOptions& so) {
   t.option("--top", so.top, "largest eigenpairs (default 10)", spectrum)->check(non_negative);
   t.option("--bottom", so.bottom, "smallest eigenpairs (default 10)", spectrum)->check(non_negative);
   t.option("--max-steps", so.max_steps, "Lanczos steps at most (default 300)", spectrum)->check(positive_integer);
+  t.option("--lanczos-basis", so.lanczos_basis,
+           "Lanczos vectors held at most; fewer than --max-steps restart it (default: as many as memory holds)",
+           spectrum)
+      ->check(positive_integer);
   t.option("--tol", so.tolerance,
            "converged when ||Hz - lambda z|| <= tol * max|lambda| (default 1e-8; 1e-5 with --dtype float32)", spectrum)
       ->check(CLI::PositiveNumber);

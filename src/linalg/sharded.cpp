@@ -160,4 +160,18 @@ std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t 
   return z;
 }
 
+void combine_in_place(std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y, int64_t k) {
+  constexpr int64_t kRowsPerBlock = 4096;
+  if (rows == 0 || m == 0 || k == 0) return;
+  std::vector<double> block(static_cast<std::size_t>(std::min(rows, kRowsPerBlock) * k));
+  const int ld = as_int(rows), mk = as_int(k), mm = as_int(m);
+  const double one = 1, zero = 0;
+  for (int64_t first = 0; first < rows; first += kRowsPerBlock) {
+    const int count = as_int(std::min(kRowsPerBlock, rows - first));
+    dgemm_("N", "N", &count, &mk, &mm, &one, v.data() + first, &ld, y.data(), &mm, &zero, block.data(), &count);
+    for (int64_t j = 0; j < k; ++j)
+      std::copy(block.begin() + j * count, block.begin() + (j + 1) * count, v.begin() + j * rows + first);
+  }
+}
+
 }  // namespace dhess

@@ -18,16 +18,38 @@ std::vector<int64_t> wanted(int64_t m, int64_t bottom, int64_t top) {
   return idx;
 }
 
-// The recurrence so far: basis vectors (rows × (steps + 1)), α, β, and the tridiagonal's eigenpairs.
+// The recurrence so far. T = Vᵀ H V is tridiagonal until the first restart; after one it begins
+// with an arrowhead (the kept Ritz values on its diagonal, their couplings to the residual in one
+// row and column) and goes on tridiagonal.
 struct Krylov {
-  std::vector<double> basis, alpha, beta, theta, y;
-  int64_t m = 0;
+  int64_t rows = 0, capacity = 0;  // basis vectors held at most; one slot more holds the next
+  std::vector<double> basis;       // rows × (capacity + 1), column-major
+  std::vector<double> alpha;       // T's diagonal
+  std::vector<double> beta;        // beta[i] couples vectors i and i + 1; the last, the residual's norm
+  std::vector<double> arrow;       // couplings of the kept Ritz vectors to vector `kept`
+  int64_t m = 0, kept = 0;         // vectors in T; Ritz vectors the last restart kept
+  std::vector<double> theta, y;    // T's eigenpairs
+  int64_t steps = 0, restarts = 0;
+  double* vector(int64_t j) { return basis.data() + j * rows; }
 };
 
+void ritz(Krylov& k) {
+  if (k.restarts == 0) {
+    tridiagonal_eigen(k.alpha, k.beta, k.m, k.theta, k.y);
+    return;
+  }
+  std::vector<double> a(static_cast<std::size_t>(k.m * k.m), 0.0);
+  auto at = [&](int64_t i, int64_t j) -> double& { return a[j * k.m + i]; };
+  for (int64_t i = 0; i < k.m; ++i) at(i, i) = k.alpha[i];
+  for (int64_t c = 0; c < k.kept; ++c) at(c, k.kept) = at(k.kept, c) = k.arrow[c];
+  for (int64_t i = k.kept; i + 1 < k.m; ++i) at(i, i + 1) = at(i + 1, i) = k.beta[i];
+  symmetric_eigen(std::move(a), k.m, k.theta, k.y);
+}
+
 // Whether every wanted Ritz pair meets the tolerance, or the space is invariant (β ≈ 0, every
-// pair exact). Ranks agree: each computed the same tridiagonal, and the verdict is allreduced.
+// pair exact). Ranks agree: each computed the same T, and the verdict is allreduced.
 bool converged(Krylov& k, const LanczosOptions& o, MPI_Comm comm) {
-  tridiagonal_eigen(k.alpha, k.beta, k.m, k.theta, k.y);
+  ritz(k);
   const double scale = std::max(std::abs(k.theta.front()), std::abs(k.theta.back()));
   const double b = k.beta.back();
   int done = b <= 1e-14 * std::max(scale, 1e-300) ? 1 : 0;
@@ -40,35 +62,70 @@ bool converged(Krylov& k, const LanczosOptions& o, MPI_Comm comm) {
   return done != 0;
 }
 
-Krylov run_recurrence(const ShardedOperator& op, const RowShard& shard, const LanczosOptions& o, MPI_Comm comm) {
-  const int64_t rows = shard.rows();
-  const int64_t m_max = std::min<int64_t>(std::max<int64_t>(o.max_steps, 1), shard.n);
-  Krylov k;
-  k.basis.assign(static_cast<std::size_t>(rows * (m_max + 1)), 0.0);
-  double* v0 = k.basis.data();
-  for (int64_t i = 0; i < rows; ++i) v0[i] = uniform(o.seed, 7, static_cast<uint64_t>(shard.begin + i));
-  if (o.start_filter) o.start_filter(v0);
-  const double nv = norm(v0, rows, comm);
-  for (int64_t i = 0; i < rows; ++i) v0[i] /= nv;
-  std::vector<double> w(static_cast<std::size_t>(std::max<int64_t>(rows, 1)));
-  for (int64_t j = 0; j < m_max; ++j) {
-    const double* vj = k.basis.data() + j * rows;
-    op(vj, 1, w.data());
-    double a = 0;
-    for (int64_t i = 0; i < rows; ++i) a += vj[i] * w[i];
-    k.alpha.push_back(allsum(a, comm));
-    // Full reorthogonalization against every basis vector, twice ("twice is enough").
-    for (int pass = 0; pass < 2; ++pass)
-      subtract(k.basis, rows, j + 1, project(k.basis, rows, j + 1, w.data(), comm), w.data());
-    const double b = norm(w.data(), rows, comm);
-    k.beta.push_back(b);
-    k.m = j + 1;
-    const bool check = k.m == m_max || k.m >= o.top + o.bottom + 2 || b == 0;
-    if (check && (converged(k, o, comm) || k.m == m_max)) return k;
-    double* next = k.basis.data() + (j + 1) * rows;
-    for (int64_t i = 0; i < rows; ++i) next[i] = w[i] / b;
+// One product: the newest vector's α, the residual orthogonalized against the whole basis (twice:
+// "twice is enough"), its norm β, and where β ≠ 0 the residual normalized into the next slot.
+void step(const ShardedOperator& op, Krylov& k, std::vector<double>& w, MPI_Comm comm) {
+  const int64_t j = k.m;
+  const double* v = k.vector(j);
+  op(v, 1, w.data());
+  ++k.steps;
+  double a = 0;
+  for (int64_t i = 0; i < k.rows; ++i) a += v[i] * w[i];
+  k.alpha.push_back(allsum(a, comm));
+  for (int pass = 0; pass < 2; ++pass)
+    subtract(k.basis, k.rows, j + 1, project(k.basis, k.rows, j + 1, w.data(), comm), w.data());
+  const double b = norm(w.data(), k.rows, comm);
+  k.beta.push_back(b);
+  k.m = j + 1;
+  if (b == 0) return;
+  double* next = k.vector(k.m);
+  for (int64_t i = 0; i < k.rows; ++i) next[i] = w[i] / b;
+}
+
+// Thick restart of a full basis: the wanted Ritz vectors and their nearest neighbours (half the
+// room left, split between the ends asked for) replace it, the residual follows them, and
+// H V = V T + β v eᵀ holds on with T the arrowhead of the kept values and couplings β·y_last.
+void restart(Krylov& k, const LanczosOptions& o) {
+  const int64_t extra = std::max<int64_t>((k.capacity - o.top - o.bottom) / 2, 1);
+  const int64_t below = o.top == 0 ? extra : o.bottom == 0 ? 0 : extra / 2;
+  const auto keep = wanted(k.m, o.bottom + below, o.top + extra - below);
+  const auto count = static_cast<int64_t>(keep.size());
+  std::vector<double> yk(static_cast<std::size_t>(k.m * count));
+  k.arrow.assign(static_cast<std::size_t>(count), 0.0);
+  for (int64_t c = 0; c < count; ++c) {
+    std::copy(k.y.begin() + keep[c] * k.m, k.y.begin() + (keep[c] + 1) * k.m, yk.begin() + c * k.m);
+    k.arrow[c] = k.beta.back() * k.y[keep[c] * k.m + k.m - 1];
   }
-  return k;
+  combine_in_place(k.basis, k.rows, k.m, yk, count);
+  std::copy(k.vector(k.m), k.vector(k.m) + k.rows, k.vector(count));
+  k.alpha.resize(static_cast<std::size_t>(count));
+  for (int64_t c = 0; c < count; ++c) k.alpha[c] = k.theta[keep[c]];
+  k.beta.assign(static_cast<std::size_t>(count), 0.0);
+  k.m = k.kept = count;
+  ++k.restarts;
+}
+
+Krylov run_recurrence(const ShardedOperator& op, const RowShard& shard, const LanczosOptions& o, MPI_Comm comm) {
+  const int64_t max_steps = std::max<int64_t>(o.max_steps, 1);
+  Krylov k;
+  k.rows = shard.rows();
+  k.capacity = std::min({o.basis > 0 ? o.basis : max_steps, max_steps, shard.n});
+  k.basis.assign(static_cast<std::size_t>(k.rows * (k.capacity + 1)), 0.0);
+  double* v0 = k.vector(0);
+  for (int64_t i = 0; i < k.rows; ++i) v0[i] = uniform(o.seed, 7, static_cast<uint64_t>(shard.begin + i));
+  if (o.start_filter) o.start_filter(v0);
+  const double nv = norm(v0, k.rows, comm);
+  for (int64_t i = 0; i < k.rows; ++i) v0[i] /= nv;
+  std::vector<double> w(static_cast<std::size_t>(std::max<int64_t>(k.rows, 1)));
+  // A restart must leave room for a new vector beside the kept ones.
+  const bool restartable = k.capacity >= o.top + o.bottom + 2;
+  for (;;) {
+    step(op, k, w, comm);
+    const bool full = k.m == k.capacity, out = k.steps >= max_steps;
+    const bool check = full || out || k.m >= o.top + o.bottom + 2 || k.beta.back() == 0;
+    if (check && (converged(k, o, comm) || out || (full && !restartable))) return k;
+    if (full) restart(k, o);
+  }
 }
 
 }  // namespace
@@ -76,9 +133,10 @@ Krylov run_recurrence(const ShardedOperator& op, const RowShard& shard, const La
 LanczosResult lanczos_extremes(const ShardedOperator& op, const RowShard& shard, const LanczosOptions& o,
                                MPI_Comm comm) {
   Krylov k = run_recurrence(op, shard, o, comm);
-  if (k.theta.size() != static_cast<std::size_t>(k.m)) tridiagonal_eigen(k.alpha, k.beta, k.m, k.theta, k.y);
   LanczosResult result;
-  result.steps = k.m;
+  result.steps = k.steps;
+  result.basis = k.capacity;
+  result.restarts = k.restarts;
   result.norm_estimate = std::max(std::abs(k.theta.front()), std::abs(k.theta.back()));
 
   // Ritz vectors z = V y and their true residuals from one batched product.

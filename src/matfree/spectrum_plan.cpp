@@ -1,6 +1,7 @@
 #include "dhess/matfree/spectrum_plan.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "dhess/core/collective.hpp"
 
@@ -17,10 +18,11 @@ constexpr double kSpread = 1.3;
 // n-vectors rank 0 gathers to keep a phase in the checkpoint.
 void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
   const double row = 8.0 * static_cast<double>(shard.rows()), full = 8.0 * static_cast<double>(shard.n);
-  const double steps = static_cast<double>(std::min(so.max_steps, shard.n));
   const double pairs = static_cast<double>(so.top + so.bottom);
-  // Basis, the next vector, Ritz vectors and their products; the kept vectors on rank 0.
-  p.lanczos = pairs > 0 ? row * (steps + 2 + 2 * pairs) + full * pairs : 0;
+  // Basis, the next vector, Ritz vectors and their products, the kept vectors on rank 0; and the
+  // projected matrix's eigenvectors (after a restart: it, a copy, and dsyevd's 2m² workspace).
+  const double basis = static_cast<double>(p.lanczos_basis);
+  p.lanczos = pairs > 0 ? row * (basis + 2 + 2 * pairs) + full * pairs + 32 * basis * basis : 0;
   // The Ritz vectors stay through the later phases.
   const double kept = row * pairs;
   const double probes = static_cast<double>(so.slq_probes);
@@ -37,6 +39,27 @@ void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan&
 }
 
 double largest_phase(const SpectrumPlan& p) { return std::max({p.lanczos, p.slq, p.trace, p.diagonal}); }
+
+// The fewest vectors a restarted Lanczos holds: the wanted pairs, as many neighbours, and room to
+// grow (fewer restart so often that the products go into restarts rather than convergence).
+int64_t least_lanczos_basis(const SpectrumOptions& so) { return 2 * (so.top + so.bottom) + 4; }
+
+// Lanczos holds --lanczos-basis vectors, or every step's where they fit beside the process and one
+// product, or as many as do (restarted; at least the least basis, else the plan refuses). The
+// product width is fitted afterwards to what the largest phase leaves.
+void fit_lanczos_basis(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
+  const int64_t steps = std::min(so.max_steps, shard.n);
+  p.lanczos_basis = so.lanczos_basis > 0 ? std::min(so.lanczos_basis, steps) : steps;
+  plan_phases(so, shard, p);
+  const double room = p.available - p.baseline - std::max(p.single, p.product + p.column);
+  if (so.lanczos_basis > 0 || p.lanczos <= room) return;
+  // The largest b with row·b + 32b² within what the rest of the phase leaves.
+  const double row = 8.0 * static_cast<double>(shard.rows()), b = static_cast<double>(p.lanczos_basis);
+  const double left = std::max(0.0, room - (p.lanczos - row * b - 32 * b * b));
+  const auto fits = static_cast<int64_t>(std::floor((std::sqrt(row * row + 128 * left) - row) / 64));
+  p.lanczos_basis = std::min(steps, std::max(fits, least_lanczos_basis(so)));
+  plan_phases(so, shard, p);
+}
 
 // The most vectors any phase hands to one product: the Ritz pairs' check, the SLQ probes in
 // lockstep, the trace's probes (Hutch++: its sketch and the rest, a third and a third more), a
@@ -88,6 +111,7 @@ void check_product_width(const SpectrumOptions& so, int64_t max_columns, HvpEngi
 
 nlohmann::json SpectrumPlan::to_json() const {
   return {{"product_columns", product_columns},
+          {"lanczos_basis", lanczos_basis},
           {"bytes_per_product_column", column},
           {"bytes_per_product", product},
           {"bytes_of_one_vector_product", single},
@@ -125,8 +149,9 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   p.product = measured[1];
   p.single = measured[2];
   p.baseline = measured[3];
-  plan_phases(so, shard, p);
-  if (p.baseline + largest_phase(p) + p.column > 0.8 * p.available && so.slq_probes > 0) {
+  fit_lanczos_basis(so, shard, p);
+  // SLQ drops its per-probe bases where they are what crowds memory (not where another phase is).
+  if (p.baseline + p.slq + p.column > 0.8 * p.available && so.slq_probes > 0) {
     p.slq_reorthogonalize = false;
     plan_phases(so, shard, p);
   }
@@ -153,7 +178,8 @@ std::string spectrum_remedies(const SpectrumPlan& p, Dtype dtype) {
   std::string r = "use more ranks (each holds less data and fewer rows)";
   const double largest = largest_phase(p), quarter = p.total / 4;
   if (p.products >= quarter) r += ", --batch-size (fewer samples per product pass)";
-  if (largest >= quarter && p.lanczos == largest) r += ", fewer --max-steps (Lanczos keeps every step's vector)";
+  if (largest >= quarter && p.lanczos == largest)
+    r += ", a smaller --lanczos-basis or fewer --top/--bottom (Lanczos holds at least 2(top + bottom) + 4 vectors)";
   if (largest >= quarter && p.trace == largest) r += ", fewer --trace-probes";
   if (largest >= quarter && p.slq == largest) r += ", fewer --slq-probes or --slq-steps";
   if (largest >= quarter && p.diagonal == largest) r += ", --diagonal hutchinson or fewer --diagonal-probes";

@@ -132,15 +132,22 @@ class SpectrumRun {
     json record;
     if (restore("lanczos", record, &result.vectors)) {
       result.steps = record["steps"];
+      result.basis = record.value("basis", int64_t(0));
+      result.restarts = record.value("restarts", int64_t(0));
       result.norm_estimate = record["norm_estimate"];
       for (const auto& p : record["pairs"]) result.pairs.push_back({p[0], p[1], p[2]});
       return result;
     }
-    const LanczosOptions lo{so_.top, so_.bottom, so_.max_steps, so_.tolerance, so_.seed, {}};
+    const LanczosOptions lo{so_.top, so_.bottom, so_.max_steps, so_.tolerance, so_.seed, {}, plan_.lanczos_basis};
     result = lanczos_extremes(apply_, shard_, lo, r_.comm);
     json pairs = json::array();
     for (const auto& p : result.pairs) pairs.push_back({p.value, p.residual, p.converged});
-    keep("lanczos", {{"steps", result.steps}, {"norm_estimate", result.norm_estimate}, {"pairs", pairs}},
+    keep("lanczos",
+         {{"steps", result.steps},
+          {"basis", result.basis},
+          {"restarts", result.restarts},
+          {"norm_estimate", result.norm_estimate},
+          {"pairs", pairs}},
          &result.vectors, static_cast<int64_t>(result.pairs.size()));
     return result;
   }
@@ -283,6 +290,8 @@ class SpectrumRun {
       unconverged += p.converged ? 0 : 1;
     }
     summary_["lanczos"] = {{"steps", lanczos.steps},
+                           {"basis", lanczos.basis},
+                           {"restarts", lanczos.restarts},
                            {"pairs", pairs},
                            {"criterion", "||H z - lambda z||_2 <= tol * max|lambda|, H z from a fresh product"},
                            {"tolerance", so_.tolerance},
@@ -412,7 +421,8 @@ class SpectrumRun {
                        product + "-vector products, " + std::to_string(timings_["total"].get<double>()) + " s, peak " +
                        summary_["memory"]["peak_rss_max_human"].get<std::string>() + " per rank\n";
     if (!lanczos_.pairs.empty()) {
-      text += "  extreme eigenvalues (" + std::to_string(lanczos_.steps) + " Lanczos steps):";
+      text += "  extreme eigenvalues (" + std::to_string(lanczos_.steps) + " Lanczos steps" +
+              (lanczos_.restarts > 0 ? ", " + std::to_string(lanczos_.restarts) + " restarts" : std::string()) + "):";
       for (const auto& p : lanczos_.pairs) text += " " + std::to_string(p.value);
       text += "\n";
     }
@@ -481,6 +491,12 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
       throw UsageError("--top " + std::to_string(so.top) + " plus --bottom " + std::to_string(so.bottom) +
                        " exceed n = " + std::to_string(n));
     });
+  if (so.lanczos_basis > 0 && so.lanczos_basis < std::min(so.top + so.bottom + 2, n))
+    run_collectively(comm, [&] {
+      throw UsageError("--lanczos-basis " + std::to_string(so.lanczos_basis) +
+                       " leaves no room to restart beside the --top and --bottom pairs: give at least " +
+                       std::to_string(so.top + so.bottom + 2));
+    });
   std::unique_ptr<HvpEngine> engine;
   run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode}); });
   const RowShard shard = RowShard::of(n, r.rank, r.size);
@@ -490,6 +506,12 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(plan, o.problem.dtype)); });
   if (!plan.slq_reorthogonalize && so.slq_probes > 0)
     warn(r, "SLQ runs without reorthogonalization to fit memory (more ranks restore it)");
+  if (so.top + so.bottom > 0 && plan.lanczos_basis < std::min(so.max_steps, n))
+    say(r, o,
+        "Lanczos holds " + std::to_string(plan.lanczos_basis) + " vectors and restarts when they are full (" +
+            (so.lanczos_basis > 0 ? std::string("--lanczos-basis")
+                                  : "all " + std::to_string(so.max_steps) + " steps' vectors do not fit memory") +
+            ")\n");
   OutputDir out(o.out, o.force, comm);
   const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(o, so, r, l);
   say(r, o,

@@ -49,6 +49,28 @@ class Spectrum(unittest.TestCase):
         self.assertLessEqual(np.abs(w - ref).max() / np.abs(ref).max(), 1e-8)
         self.assertTrue(all(p["converged"] for p in self.summary["lanczos"]["pairs"]))
 
+    def test_restarted_lanczos_finds_the_same_extremes(self):
+        # A basis of 12 vectors for 3 top and 2 bottom pairs: thick restarts keep the wanted Ritz
+        # vectors; the answer is the oracle's to the same tolerance as without restarts.
+        out = os.path.join(self.tmp.name, "restarted")
+        base = ["--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"), "--loss", "cross_entropy",
+                "--top", "3", "--bottom", "2", "--slq-probes", "0", "--trace-probes", "0", "--diagonal", "none"]
+        code, _, err = dhess(RANKS, "spectrum", *base, "--lanczos-basis", "12", "--out", out)
+        self.assertEqual(code, 0, err)
+        s = json.load(open(os.path.join(out, "summary.json")))["lanczos"]
+        self.assertEqual(s["basis"], 12)
+        self.assertGreater(s["restarts"], 0)
+        w = np.load(os.path.join(out, "eigenvalues.npy"))
+        ref = np.concatenate([self.eig[:2], self.eig[-3:]])
+        self.assertLessEqual(np.abs(w - ref).max() / np.abs(ref).max(), 1e-8)
+        with h5py.File(os.path.join(out, "eigenvectors.h5"), "r") as f:
+            Z = f["eigenvectors"][:]
+        residual = np.linalg.norm(self.H @ Z - Z * w, axis=0) / np.abs(self.eig).max()
+        self.assertLessEqual(residual.max(), 1e-7)
+        code, _, err = dhess(RANKS, "spectrum", *base, "--lanczos-basis", "6", "--out", out + "6")
+        self.assertEqual(code, 64, err)
+        self.assertIn("--lanczos-basis 6", err)
+
     def test_loss_and_gradient_are_the_whole_data_sets_though_each_rank_holds_a_shard(self):
         # Each rank's first pass covers its data shard only; the parts are summed. The oracle: the
         # eager TorchScript model on the whole data set, differentiated once by Python torch.

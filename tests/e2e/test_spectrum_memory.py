@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The memory plan of dhess spectrum covers the real peak: on a BatchNorm ResNet (bench/resnet20.py
 --small, 64 images) and the convnet, with few and many probes, the peak RSS of every rank stays
-within 1.25x the plan; under a small budget the product width is fitted to it; a budget that cannot
+within 1.25x the plan; under a small budget the product width and the Lanczos basis are fitted to
+it (the basis restarted); a budget that cannot
 hold even one vector per product is refused before the first product (exit 74)."""
 import json
 import os
@@ -54,6 +55,14 @@ class SpectrumMemory(unittest.TestCase):
                                  "none", "--trace-probes", "120", "--trace-estimator", "hutchinson",
                                  "--mem-per-rank", "1.0G", "--hvp-mode", "batched")
         self.assertLess(plan["product_columns"], 64)
+        self.assertLessEqual(plan["total"], 1.0e9)
+
+    def test_a_lanczos_basis_past_memory_is_restarted_within_the_plan(self):
+        # Every step's vector of n = 19,954 steps is 1.6 GB per rank: the plan holds what 1 GB leaves.
+        plan = self.run_spectrum(*self.resnet, "--top", "1", "--bottom", "0", "--slq-probes", "0", "--diagonal",
+                                 "none", "--trace-probes", "0", "--max-steps", "20000", "--mem-per-rank", "1.0G")
+        self.assertLess(plan["lanczos_basis"], 19954)
+        self.assertGreaterEqual(plan["lanczos_basis"], 6)
         self.assertLessEqual(plan["total"], 1.0e9)
 
     def test_convnet_with_every_phase_under_a_budget(self):

@@ -26,6 +26,9 @@ double norm(const double* w, int64_t rows, MPI_Comm comm);
 // V·Y for this rank's rows: V rows × m, Y m × k (the same on every rank); rows × k.
 std::vector<double> combine(const std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y,
                             int64_t k);
+// The first k columns of V become V·Y (k ≤ m), in place, a block of rows at a time: a restarted
+// Lanczos basis rotates without a second copy of itself.
+void combine_in_place(std::vector<double>& v, int64_t rows, int64_t m, const std::vector<double>& y, int64_t k);
 
 // Appends to the orthonormal basis `q` (rows × rank, rank grown in place) the directions of the k
 // columns of `block` (destroyed) that are new: each column, with the basis projected out twice

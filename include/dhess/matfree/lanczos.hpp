@@ -20,6 +20,10 @@ struct LanczosOptions {
   // it. With an operator that maps a subspace into itself (a block's restriction P H P, deflated by
   // the eigenvectors found before), a start inside that subspace keeps the Krylov space there.
   std::function<void(double*)> start_filter = {};
+  // Basis vectors held at most (0: max_steps, never restarted). Fewer restart the recurrence
+  // (thick restart): the wanted Ritz vectors and as many of their neighbours as half the room holds
+  // stay, the rest of the basis is dropped, and max_steps counts every product across restarts.
+  int64_t basis = 0;
 };
 
 struct RitzPair {
@@ -31,12 +35,15 @@ struct RitzPair {
 struct LanczosResult {
   std::vector<RitzPair> pairs;  // ascending: the bottom ones, then the top ones
   std::vector<double> vectors;  // this rank's rows of the Ritz vectors, column-major rows × pairs
-  int64_t steps = 0;
+  int64_t steps = 0;            // products, across restarts
+  int64_t basis = 0;            // basis vectors held at most
+  int64_t restarts = 0;
   double norm_estimate = 0;  // max|θ| over all Ritz values
 };
 
 // Extreme eigenpairs by Lanczos with full reorthogonalization (two passes of classical
-// Gram-Schmidt), stopped when every wanted pair meets the criterion (decided the same on all ranks).
+// Gram-Schmidt) against the basis held, thick-restarted when the basis is full, stopped when every
+// wanted pair meets the criterion (decided the same on all ranks).
 LanczosResult lanczos_extremes(const ShardedOperator& op, const RowShard& shard, const LanczosOptions& options,
                                MPI_Comm comm);
 

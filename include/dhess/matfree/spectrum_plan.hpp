@@ -16,11 +16,12 @@ namespace dhess {
 struct SpectrumPlan {
   int64_t product_columns = 1;  // vectors per batched product
   bool slq_reorthogonalize = true;
-  double column = 0;    // bytes of one more vector in a product (measured + its two n-vectors)
-  double product = 0;   // bytes a product holds whatever its width (measured)
-  double single = 0;    // bytes of a product of one vector, which takes its own path (measured)
-  double baseline = 0;  // the process: torch, model, data shard, first-order graph
-  double products = 0;  // product + product_columns · column
+  int64_t lanczos_basis = 0;  // Lanczos vectors held at most (fewer than its steps: restarted)
+  double column = 0;          // bytes of one more vector in a product (measured + its two n-vectors)
+  double product = 0;         // bytes a product holds whatever its width (measured)
+  double single = 0;          // bytes of a product of one vector, which takes its own path (measured)
+  double baseline = 0;        // the process: torch, model, data shard, first-order graph
+  double products = 0;        // product + product_columns · column
   double lanczos = 0, slq = 0, trace = 0, diagonal = 0;  // each phase's vectors
   int64_t basis_columns = 0;                             // --nonzero: the most basis vectors what is left holds
   double nonzero = 0;  // --nonzero: the basis, its products and a sketch block at that size

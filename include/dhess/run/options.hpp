@@ -47,6 +47,7 @@ enum class TraceEstimator { hutchpp, hutchinson, both };
 struct SpectrumOptions {
   int64_t top = 10, bottom = 10;            // extreme eigenpairs by Lanczos
   int64_t max_steps = 300;                  // Lanczos steps at most
+  int64_t lanczos_basis = 0;                // Lanczos vectors held at most; 0: what memory holds
   double tolerance = 1e-8;                  // ‖Hz − λz‖ ≤ tolerance · max|λ|
   int64_t slq_probes = 10, slq_steps = 80;  // density by stochastic Lanczos quadrature (0 probes = none)
   double sigma = 0.01;                      // density smoothing, relative to the spectrum's width
