@@ -19,30 +19,39 @@ constexpr double kSpread = 1.3;
 void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
   const double row = 8.0 * static_cast<double>(shard.rows()), full = 8.0 * static_cast<double>(shard.n);
   const double pairs = static_cast<double>(so.top + so.bottom);
-  // Basis, the next vector, Ritz vectors and their products, the kept vectors on rank 0; and the
-  // projected matrix's eigenvectors (after a restart: it, a copy, and dsyevd's 2m² workspace).
+  // The recurrence: the basis, the next vector and the product (or the Ritz vectors beside the
+  // basis); then the Ritz vectors with their products, or with the copies rank 0 gathers to keep
+  // them. And the projected matrix's eigenvectors (after a restart: it, a copy, and dsyevd's 2m²
+  // workspace).
   const double basis = static_cast<double>(p.lanczos_basis);
-  p.lanczos = pairs > 0 ? row * (basis + 2 + 2 * pairs) + full * pairs + 32 * basis * basis : 0;
+  const double recurrence = row * (basis + 1 + std::max(1.0, pairs)), ritz = std::max(row, full) * pairs + row * pairs;
+  p.lanczos = pairs > 0 ? std::max(recurrence, ritz) + 32 * basis * basis : 0;
   // The Ritz vectors stay through the later phases.
   const double kept = row * pairs;
   const double probes = static_cast<double>(so.slq_probes);
   const double slq_steps = static_cast<double>(std::min(so.slq_steps, shard.n));
   // Every probe's basis (two vectors without reorthogonalization), and one block in and out.
   p.slq = probes > 0 ? kept + row * probes * ((p.slq_reorthogonalize ? slq_steps : 2) + 2) : 0;
-  // Hutchinson's probes and products, or Hutch++'s sketch, basis, its products and the rest.
-  const double t = static_cast<double>(so.trace_probes);
-  p.trace = kept + (so.trace_estimator == TraceEstimator::hutchinson ? row * 2 * t
-                    : so.trace_estimator == TraceEstimator::hutchpp  ? row * 3 * t
-                                                                     : row * 5 * t);
+  // Hutchinson's probes and products, a chunk at a time; Hutch++'s basis and its products whole,
+  // then the rest of its probes and products a chunk at a time (trace.hpp).
+  const int64_t chunk = p.trace_chunk, third = std::max<int64_t>(1, so.trace_probes / 3);
+  const double hutchinson = row * 2 * static_cast<double>(std::min(so.trace_probes, chunk));
+  const double hutchpp =
+      row * 2 * static_cast<double>(third + std::min(std::max<int64_t>(2, so.trace_probes - 2 * third), chunk));
+  p.trace = so.trace_probes == 0
+                ? 0
+                : kept + (so.trace_estimator == TraceEstimator::hutchinson ? hutchinson
+                          : so.trace_estimator == TraceEstimator::hutchpp  ? hutchpp
+                                                                           : std::max(hutchinson, hutchpp));
   // A block of unit vectors or probes in and out, the sums; the whole diagonal on rank 0.
   p.diagonal = so.diagonal == DiagonalMode::none ? 0 : kept + row * (2 * 64 + 4) + full * 2;
 }
 
 double largest_phase(const SpectrumPlan& p) { return std::max({p.lanczos, p.slq, p.trace, p.diagonal}); }
 
-// The fewest vectors a restarted Lanczos holds: the wanted pairs, as many neighbours, and room to
-// grow (fewer restart so often that the products go into restarts rather than convergence).
-int64_t least_lanczos_basis(const SpectrumOptions& so) { return 2 * (so.top + so.bottom) + 4; }
+// The fewest vectors a restarted Lanczos holds: the wanted pairs, as many neighbours, and two to
+// grow into. Fewer restart so often that the products go into restarts.
+int64_t least_lanczos_basis(const SpectrumOptions& so) { return 2 * (so.top + so.bottom) + 2; }
 
 // Lanczos holds --lanczos-basis vectors, or every step's where they fit beside the process and one
 // product, or as many as do (restarted; at least the least basis, else the plan refuses). The
@@ -53,19 +62,36 @@ void fit_lanczos_basis(const SpectrumOptions& so, const RowShard& shard, Spectru
   plan_phases(so, shard, p);
   const double room = p.available - p.baseline - std::max(p.single, p.product + p.column);
   if (so.lanczos_basis > 0 || p.lanczos <= room) return;
-  // The largest b with row·b + 32b² within what the rest of the phase leaves.
-  const double row = 8.0 * static_cast<double>(shard.rows()), b = static_cast<double>(p.lanczos_basis);
-  const double left = std::max(0.0, room - (p.lanczos - row * b - 32 * b * b));
+  // The largest b with row·b + 32b² within what the rest of the recurrence leaves (plan_phases).
+  const double row = 8.0 * static_cast<double>(shard.rows());
+  const double pairs = static_cast<double>(so.top + so.bottom);
+  const double left = std::max(0.0, room - row * (1 + std::max(1.0, pairs)));
   const auto fits = static_cast<int64_t>(std::floor((std::sqrt(row * row + 128 * left) - row) / 64));
   p.lanczos_basis = std::min(steps, std::max(fits, least_lanczos_basis(so)));
+  plan_phases(so, shard, p);
+}
+
+// The trace's probes all at once where they fit beside the process and one product, else as many
+// as do at a time (one at least, else the plan refuses).
+void fit_trace_chunk(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
+  p.trace_chunk = std::max<int64_t>(1, so.trace_probes);
+  plan_phases(so, shard, p);
+  const double room = p.available - p.baseline - std::max(p.single, p.product + p.column);
+  if (p.trace <= room) return;
+  const double row = 8.0 * static_cast<double>(shard.rows());
+  const double sketch =
+      so.trace_estimator == TraceEstimator::hutchinson ? 0 : 2 * std::max<int64_t>(1, so.trace_probes / 3);
+  const double pairs = static_cast<double>(so.top + so.bottom);
+  const auto fits = static_cast<int64_t>(std::floor((room - row * (pairs + sketch)) / (2 * row)));
+  p.trace_chunk = std::max<int64_t>(1, std::min(fits, p.trace_chunk));
   plan_phases(so, shard, p);
 }
 
 // The most vectors any phase hands to one product: the Ritz pairs' check, the SLQ probes in
 // lockstep, the trace's probes (Hutch++: its sketch and the rest, a third and a third more), a
 // block of the diagonal.
-int64_t widest_product(const SpectrumOptions& so) {
-  const int64_t t = so.trace_probes, third = std::max<int64_t>(1, t / 3);
+int64_t widest_product(const SpectrumOptions& so, int64_t trace_chunk) {
+  const int64_t t = std::min(so.trace_probes, trace_chunk), third = std::max<int64_t>(1, t / 3);
   const int64_t hutchpp = std::max(third, t - 2 * third);
   const int64_t trace = so.trace_estimator == TraceEstimator::hutchpp      ? hutchpp
                         : so.trace_estimator == TraceEstimator::hutchinson ? t
@@ -79,7 +105,7 @@ int64_t widest_product(const SpectrumOptions& so) {
 void fit_product_width(const SpectrumOptions& so, int64_t max_columns, SpectrumPlan& p) {
   const double left = p.available - p.baseline - largest_phase(p) - p.product;
   const int64_t fits = static_cast<int64_t>(left / p.column);
-  p.product_columns = std::max<int64_t>(1, std::min<int64_t>({max_columns, fits, widest_product(so)}));
+  p.product_columns = std::max<int64_t>(1, std::min<int64_t>({max_columns, fits, widest_product(so, p.trace_chunk)}));
   // Lanczos's products are of one vector: their own measured size may be the larger.
   p.products = std::max(p.single, p.product + static_cast<double>(p.product_columns) * p.column);
 }
@@ -112,6 +138,7 @@ void check_product_width(const SpectrumOptions& so, int64_t max_columns, HvpEngi
 nlohmann::json SpectrumPlan::to_json() const {
   return {{"product_columns", product_columns},
           {"lanczos_basis", lanczos_basis},
+          {"trace_chunk", trace_chunk},
           {"bytes_per_product_column", column},
           {"bytes_per_product", product},
           {"bytes_of_one_vector_product", single},
@@ -150,6 +177,7 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   p.single = measured[2];
   p.baseline = measured[3];
   fit_lanczos_basis(so, shard, p);
+  fit_trace_chunk(so, shard, p);
   // SLQ drops its per-probe bases where they are what crowds memory (not where another phase is).
   if (p.baseline + p.slq + p.column > 0.8 * p.available && so.slq_probes > 0) {
     p.slq_reorthogonalize = false;
@@ -179,8 +207,9 @@ std::string spectrum_remedies(const SpectrumPlan& p, Dtype dtype) {
   const double largest = largest_phase(p), quarter = p.total / 4;
   if (p.products >= quarter) r += ", --batch-size (fewer samples per product pass)";
   if (largest >= quarter && p.lanczos == largest)
-    r += ", a smaller --lanczos-basis or fewer --top/--bottom (Lanczos holds at least 2(top + bottom) + 4 vectors)";
-  if (largest >= quarter && p.trace == largest) r += ", fewer --trace-probes";
+    r += ", a smaller --lanczos-basis or fewer --top/--bottom (Lanczos holds at least 2(top + bottom) + 2 vectors)";
+  if (largest >= quarter && p.trace == largest)
+    r += ", fewer --trace-probes or --trace-estimator hutchinson (Hutch++ holds a third of its probes)";
   if (largest >= quarter && p.slq == largest) r += ", fewer --slq-probes or --slq-steps";
   if (largest >= quarter && p.diagonal == largest) r += ", --diagonal hutchinson or fewer --diagonal-probes";
   if (dtype == Dtype::float64) r += ", or --dtype float32";

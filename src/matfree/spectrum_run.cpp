@@ -206,8 +206,9 @@ class SpectrumRun {
   }
 
   void add_estimate(json& t, const std::string& key, const std::string& name,
-                    TraceEstimate (*estimate)(const ShardedOperator&, const RowShard&, int64_t, uint64_t, MPI_Comm)) {
-    const TraceEstimate e = estimate(apply_, shard_, so_.trace_probes, so_.seed, r_.comm);
+                    TraceEstimate (*estimate)(const ShardedOperator&, const RowShard&, int64_t, int64_t, uint64_t,
+                                              MPI_Comm)) {
+    const TraceEstimate e = estimate(apply_, shard_, so_.trace_probes, plan_.trace_chunk, so_.seed, r_.comm);
     t[key] = e.value;
     t[key + "_stderr"] = e.stderr_value;
     t["products"] = t["products"].get<int64_t>() + e.products;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -45,36 +46,55 @@ std::vector<double> apply(const ShardedOperator& op, const std::vector<double>& 
   return hv;
 }
 
+// vᵀHv for `count` Rademacher probes of one stream, `chunk` of them (with their products) held at a
+// time; `prepare` may change each chunk's probes before their products. The same forms whatever
+// the chunk: probe c is stream + c's.
+std::vector<double> probe_forms(const ShardedOperator& op, const RowShard& shard, int64_t count, int64_t chunk,
+                                uint64_t seed, uint64_t stream,
+                                const std::function<void(std::vector<double>&, int64_t)>& prepare, MPI_Comm comm) {
+  std::vector<double> forms;
+  chunk = std::max<int64_t>(1, chunk);
+  for (int64_t first = 0; first < count; first += chunk) {
+    const int64_t k = std::min(chunk, count - first);
+    std::vector<double> v = rademacher_block(shard, k, seed, stream + static_cast<uint64_t>(first));
+    if (prepare) prepare(v, k);
+    const std::vector<double> q = quadratic_forms(v, apply(op, v, k), shard.rows(), k, comm);
+    forms.insert(forms.end(), q.begin(), q.end());
+  }
+  return forms;
+}
+
 }  // namespace
 
-TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                            MPI_Comm comm) {
+TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, int64_t chunk,
+                            uint64_t seed, MPI_Comm comm) {
   const int64_t rows = shard.rows();
   const int64_t s = std::max<int64_t>(1, products / 3), g = std::max<int64_t>(2, products - 2 * s);
   std::vector<double> y = apply(op, rademacher_block(shard, s, seed, 3000), s);
   int64_t rank = 0;
   std::vector<double> q;
   extend_orthonormal_basis(q, rows, rank, y, s, 1e-12, comm);
+  y = std::vector<double>();
   double exact = 0;
   for (double f : quadratic_forms(q, apply(op, q, rank), rows, rank, comm)) exact += f;
-  std::vector<double> rest_probes = rademacher_block(shard, g, seed, 4000);
-  for (int64_t c = 0; c < g; ++c) {
-    double* col = rest_probes.data() + c * rows;
-    subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
-  }
+  auto deflate = [&](std::vector<double>& probes, int64_t k) {
+    for (int64_t c = 0; c < k; ++c) {
+      double* col = probes.data() + c * rows;
+      subtract(q, rows, rank, project(q, rows, rank, col, comm), col);
+    }
+  };
   TraceEstimate t;
-  mean_and_stderr(quadratic_forms(rest_probes, apply(op, rest_probes, g), rows, g, comm), t.value, t.stderr_value);
+  mean_and_stderr(probe_forms(op, shard, g, chunk, seed, 4000, deflate, comm), t.value, t.stderr_value);
   t.value += exact;
   t.products = s + rank + g;
   return t;
 }
 
-TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                               MPI_Comm comm) {
+TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, int64_t chunk,
+                               uint64_t seed, MPI_Comm comm) {
   TraceEstimate t;
   t.products = products;
-  const std::vector<double> v = rademacher_block(shard, products, seed, 2000);
-  mean_and_stderr(quadratic_forms(v, apply(op, v, products), shard.rows(), products, comm), t.value, t.stderr_value);
+  mean_and_stderr(probe_forms(op, shard, products, chunk, seed, 2000, {}, comm), t.value, t.stderr_value);
   return t;
 }
 

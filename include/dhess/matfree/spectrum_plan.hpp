@@ -17,6 +17,7 @@ struct SpectrumPlan {
   int64_t product_columns = 1;  // vectors per batched product
   bool slq_reorthogonalize = true;
   int64_t lanczos_basis = 0;  // Lanczos vectors held at most (fewer than its steps: restarted)
+  int64_t trace_chunk = 1;    // trace probes held (with their products) at a time
   double column = 0;          // bytes of one more vector in a product (measured + its two n-vectors)
   double product = 0;         // bytes a product holds whatever its width (measured)
   double single = 0;          // bytes of a product of one vector, which takes its own path (measured)

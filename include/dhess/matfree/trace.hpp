@@ -14,13 +14,14 @@ struct TraceEstimate {
   double value = 0, stderr_value = 0;
   int64_t products = 0;
 };
-// Hutchinson: the mean of vᵀHv over `products` Rademacher vectors.
-TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                               MPI_Comm comm);
+// Hutchinson: the mean of vᵀHv over `products` Rademacher vectors, `chunk` of them held at a time.
+TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, int64_t chunk,
+                               uint64_t seed, MPI_Comm comm);
 // Hutch++ with `products` products: a third sketch the top subspace, whose trace is taken exactly
-// (another third), the rest estimate the remainder (Meyer, Musco, Musco, Woodruff 2021).
-TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, uint64_t seed,
-                            MPI_Comm comm);
+// (another third, held whole), the rest estimate the remainder, `chunk` at a time (Meyer, Musco,
+// Musco, Woodruff 2021).
+TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, int64_t products, int64_t chunk,
+                            uint64_t seed, MPI_Comm comm);
 
 // Groups of rows (blocks of parameters): this rank's rows, each the index of its group or -1.
 struct RowGroups {
