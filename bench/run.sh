@@ -7,7 +7,9 @@
 #   bench/run.sh --quick         small sizes only (minutes); skips the n = 23,365 and 10M runs
 #   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum,
 #                                g rank-revealing, h ResNet-20 vs PyHessian, i GGN products vs curvlinops
-#                                and hessian-eigenthings, j compiled products vs eager)
+#                                and hessian-eigenthings, j compiled products vs eager, k GPT-2-sized LM
+#                                vs pyhessian, hessian-eigenthings and curvlinops)
+#   bench/run.sh --peers         the sections against the published peer packages (h, i, k)
 #   bench/run.sh --report        only re-render the report from existing raw records
 #   bench/run.sh --resume        keep the clean records of an earlier run (rc 0, < 0.25 foreign cores),
 #                                redo the rest (failed, noisy or missing)
@@ -21,7 +23,7 @@ root=$PWD
 quick=0
 resume=0
 keep=""
-only="a,b,c,d,e,f,g,h,i,j"
+only="a,b,c,d,e,f,g,h,i,j,k"
 build=1
 report_only=0
 wait_quiet=300
@@ -29,12 +31,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --only) only="$2"; shift ;;
+    --peers) only="h,i,k" ;;
     --no-build) build=0 ;;
     --report) report_only=1 ;;
     --resume) resume=1 ;;
     --keep) keep="$keep,$2"; shift ;;
     --wait-quiet) wait_quiet="$2"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -406,8 +409,36 @@ section_j() {
   done
 }
 
+# ---------------------------------------------------------------- k. GPT-2-sized LM (issue 25)
+# GPT-2 small's shape (n = 124,439,808; --quick: 2 layers of width 128), 4 sequences of 32 tokens,
+# float32: the top eigenvalue to 1e-3 (a residual of 1e-3 · |λ| bounds its error by as much) and a
+# 30-probe Hutchinson trace with its standard error; dhess on 2 ranks, the peers on 2 threads.
+section_k() {
+  "$py" -m pip install --quiet -r bench/requirements.txt -c requirements.txt
+  gpt=$work/gpt2
+  size=()
+  if [ $quick = 1 ]; then gpt=$work/gpt2_small; size=(--layers 2 --width 128 --heads 4 --vocab 5000); fi
+  [ -f "$gpt/gpt2.pt" ] || $py bench/gpt2.py "$gpt" "${size[@]}"
+  inputs=(--model "$gpt/gpt2.pt" --data "$gpt/gpt2_data.pt")
+  name=k_dhess_top1_trace30
+  if ! done_already "$name"; then
+    rm -rf "$work/$name"
+    timed "$name" --wait -- env OPENBLAS_NUM_THREADS=1 mpirun -n 2 --bind-to none "$dhess" spectrum "${inputs[@]}" \
+      --loss cross_entropy --dtype float32 --top 1 --bottom 0 --tol 1e-3 --trace-probes 30 \
+      --trace-estimator hutchinson --slq-probes 0 --diagonal none --threads 1 --out "$work/$name" --force -q
+    if [ -f "$work/$name/summary.json" ]; then cp "$work/$name/summary.json" "$raw/$name.summary.json"; fi
+  fi
+  # A peer whose vectors outgrow memory (Lanczos bases at 0.5-1 GB a vector) gets a MemoryError from an
+  # address-space limit, recorded as such, rather than the kernel's OOM killer.
+  for peer in pyhessian eigenthings curvlinops; do
+    timed "k_${peer}_t2" --wait -- bash -c 'ulimit -v $((20 * 1024 * 1024)); exec "$@"' _ env OMP_NUM_THREADS=2 \
+      OPENBLAS_NUM_THREADS=2 $py bench/peers_gpt2.py "$gpt" "${size[@]}" --methods "$peer" --tasks top1,trace \
+      --trace-probes 30 --threads 2 --out "$raw/k_${peer}_t2.json"
+  done
+}
+
 # a before d (d's Python route takes the fastest peer of a); the long d early, so that a
 # partial run still has it.
-for s in a c d b e f g h i j; do
+for s in a c d b e f g h i j k; do
   if want $s; then "section_$s"; report || echo "bench: report failed; the raw records are kept" >&2; fi
 done
