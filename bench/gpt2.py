@@ -77,16 +77,21 @@ class Gpt(nn.Module):
         return self.head(self.lnf(x)).transpose(1, 2)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--sequences", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=32)
+def add_size_arguments(ap):
+    """The model's sizes (GPT-2 small by default): what the peers' script must be given to rebuild it."""
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--context", type=int, default=1024)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--sequences", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=32)
+    add_size_arguments(ap)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.manual_seed(a.seed)

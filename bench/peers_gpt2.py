@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2 import Gpt  # noqa: E402
+from gpt2 import Gpt, add_size_arguments  # noqa: E402
+from pyhessian_peer import reset_hwm, rss_hwm_bytes  # noqa: E402
 
 # pyhessian's loss.backward(create_graph=True) warns about the reference cycle it creates on purpose.
 warnings.filterwarnings("ignore", message=".*create_graph=True.*")
@@ -223,21 +224,6 @@ RUNS = {("pyhessian", "top1"): pyhessian_top1, ("pyhessian", "trace"): pyhessian
 
 
 # ---------------------------------------------------------------- measuring
-def reset_hwm():
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so that a run's own peak can be read."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def hwm_bytes():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-
 def run_one(method, task, model, x, y, a):
     """One (method, task) on a fresh copy of the model (pyhessian leaves graphs in .grad), timed."""
     fresh = copy.deepcopy(model)
@@ -255,7 +241,7 @@ def run_one(method, task, model, x, y, a):
         rec = {"value": None, "unsupported": "{}: {}".format(type(e).__name__, str(e)[:300])}
     rec = {"method": method, "package": "{} {}".format(PACKAGES[method], importlib.metadata.version(PACKAGES[method])),
            "task": task, **rec, "products": count.n, "seconds": time.perf_counter() - t0,
-           "peak_rss_bytes": hwm_bytes() if reset else None,
+           "peak_rss_bytes": rss_hwm_bytes() if reset else None,
            "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     rec.setdefault("stderr", None)
     print(json.dumps(rec), flush=True)
@@ -335,11 +321,7 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-3, help="each top-1 solver's tol (relative)")
     ap.add_argument("--max-iter", type=int, default=100, help="power iterations / Lanczos steps at most")
     ap.add_argument("--eigenthings-mode", choices=["lanczos", "power_iter"], default="lanczos")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--context", type=int, default=1024)
+    add_size_arguments(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--check-exact", action="store_true", help="dense float64 Hessian check (tiny models only)")

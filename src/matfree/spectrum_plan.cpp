@@ -16,8 +16,10 @@ constexpr double kSpread = 1.3;
 
 // Bytes of each phase's vectors on one rank: rows of n-vectors (8 bytes each), and the full
 // n-vectors rank 0 gathers to keep a phase in the checkpoint.
+double row_bytes(const RowShard& shard) { return 8.0 * static_cast<double>(shard.rows()); }
+
 void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
-  const double row = 8.0 * static_cast<double>(shard.rows()), full = 8.0 * static_cast<double>(shard.n);
+  const double row = row_bytes(shard), full = 8.0 * static_cast<double>(shard.n);
   const double pairs = static_cast<double>(so.top + so.bottom);
   // The recurrence: the basis, the next vector and the product (or the Ritz vectors beside the
   // basis); then the Ritz vectors with their products, or with the copies rank 0 gathers to keep
@@ -49,6 +51,11 @@ void plan_phases(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan&
 
 double largest_phase(const SpectrumPlan& p) { return std::max({p.lanczos, p.slq, p.trace, p.diagonal}); }
 
+// What a phase may hold beside the process and the narrowest product.
+double room_beside_one_product(const SpectrumPlan& p) {
+  return p.available - p.baseline - std::max(p.single, p.product + p.column);
+}
+
 // The fewest vectors a restarted Lanczos holds: the wanted pairs, as many neighbours, and two to
 // grow into. Fewer restart so often that the products go into restarts.
 int64_t least_lanczos_basis(const SpectrumOptions& so) { return 2 * (so.top + so.bottom) + 2; }
@@ -60,10 +67,10 @@ void fit_lanczos_basis(const SpectrumOptions& so, const RowShard& shard, Spectru
   const int64_t steps = std::min(so.max_steps, shard.n);
   p.lanczos_basis = so.lanczos_basis > 0 ? std::min(so.lanczos_basis, steps) : steps;
   plan_phases(so, shard, p);
-  const double room = p.available - p.baseline - std::max(p.single, p.product + p.column);
+  const double room = room_beside_one_product(p);
   if (so.lanczos_basis > 0 || p.lanczos <= room) return;
   // The largest b with row·b + 32b² within what the rest of the recurrence leaves (plan_phases).
-  const double row = 8.0 * static_cast<double>(shard.rows());
+  const double row = row_bytes(shard);
   const double pairs = static_cast<double>(so.top + so.bottom);
   const double left = std::max(0.0, room - row * (1 + std::max(1.0, pairs)));
   const auto fits = static_cast<int64_t>(std::floor((std::sqrt(row * row + 128 * left) - row) / 64));
@@ -76,9 +83,9 @@ void fit_lanczos_basis(const SpectrumOptions& so, const RowShard& shard, Spectru
 void fit_trace_chunk(const SpectrumOptions& so, const RowShard& shard, SpectrumPlan& p) {
   p.trace_chunk = std::max<int64_t>(1, so.trace_probes);
   plan_phases(so, shard, p);
-  const double room = p.available - p.baseline - std::max(p.single, p.product + p.column);
+  const double room = room_beside_one_product(p);
   if (p.trace <= room) return;
-  const double row = 8.0 * static_cast<double>(shard.rows());
+  const double row = row_bytes(shard);
   const double sketch =
       so.trace_estimator == TraceEstimator::hutchinson ? 0 : 2 * std::max<int64_t>(1, so.trace_probes / 3);
   const double pairs = static_cast<double>(so.top + so.bottom);
