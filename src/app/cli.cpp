@@ -141,6 +141,8 @@ void add_run_options(OptionTable& t, RunOptions& o, LateFlags& late) {
       ->check(positive_integer);
   t.option("--panel", o.panel, "Hessian columns per HVP pass (default: automatic)", runs)->check(positive_integer);
   t.typed("--hvp-mode", o.hvp_mode, parse_hvp_mode, "auto (default) | batched | one_column", runs);
+  t.option("--compiled", o.compiled,
+           "Hessian-vector products compiled by `dhess compile` (its directory or a .pt2 package)", runs);
   t.option("--checkpoint", o.checkpoint, "directory for finished work (column panels, matrix-free phases)", runs);
   t.flag("--resume", o.resume, "continue from --checkpoint", runs);
   t.option("--mem-per-rank", late.mem_per_rank, "memory per rank: bytes, or 4G, 4GiB, 512M (default: from the node)",
@@ -289,6 +291,7 @@ int parse_command_line(int argc, char** argv, int rank, int size, CommandLine& c
   app.set_version_flag("--version", [] {
     return std::string("dhess ") + DHESS_VERSION + " (" + libtorch_build() + "; " + devices_visible() + ")";
   });
+  app.footer("dhess compile --help: the Hessian-vector product compiled ahead of time (AOTInductor), for --compiled");
   // Job scripts append overrides to a shared argument list: the last value wins.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   OptionTable table(app);

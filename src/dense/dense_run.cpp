@@ -380,6 +380,7 @@ std::unique_ptr<Checkpoint> open_checkpoint(const RunOptions& o, const Rank& r, 
       HvpOptions options;
       options.panel = checkpoint->panel_width();
       options.mode = o.hvp_mode;
+      options.compiled = o.compiled;
       s.engine = std::make_unique<HvpEngine>(*s.loaded.problem, options);
     });
   return checkpoint;

@@ -499,7 +499,9 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
                        std::to_string(so.top + so.bottom + 2));
     });
   std::unique_ptr<HvpEngine> engine;
-  run_collectively(comm, [&] { engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode}); });
+  run_collectively(comm, [&] {
+    engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode, o.compiled});
+  });
   const RowShard shard = RowShard::of(n, r.rank, r.size);
   const SpectrumPlan plan = plan_spectrum(so, shard, *engine, o.problem.dtype, o.panel > 0 ? o.panel : 64,
                                           memory_per_rank(o, l.place.local_size, comm), comm);

@@ -95,6 +95,7 @@ std::unique_ptr<HvpEngine> fitted_engine(const RunOptions& o, const Rank& r, Pro
   HvpOptions options;
   options.panel = o.panel;
   options.mode = o.hvp_mode;
+  options.compiled = o.compiled;
   std::unique_ptr<HvpEngine> engine;
   run_collectively(r.comm, [&] {
     engine = std::make_unique<HvpEngine>(problem, options);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "compiled.hpp"
 #include "device_memory.hpp"
 #include "dhess/core/errors.hpp"
 #include "dhess/core/memory.hpp"
@@ -52,10 +53,12 @@ struct HvpEngine::Impl {
   std::string narrowed;      // why the panel is narrower than memory allows
   std::string reason;        // why the one-column path is used
   bool verified = false;
-  double column_bytes = 0;   // measured by measure_column_bytes(): what each column of a product adds
-  double product_bytes = 0;  // and what a product holds whatever its width
-  double single_bytes = 0;   // a product of one vector (the unbatched path)
-  std::string device_fit;    // on a GPU: what its memory holds (fit_to_device)
+  double column_bytes = 0;                    // measured by measure_column_bytes(): what each column of a product adds
+  double product_bytes = 0;                   // and what a product holds whatever its width
+  double single_bytes = 0;                    // a product of one vector (the unbatched path)
+  std::string device_fit;                     // on a GPU: what its memory holds (fit_to_device)
+  std::unique_ptr<CompiledProduct> compiled;  // --compiled: its packages that fit the run
+  std::string compiled_note;                  // why --compiled is not (or not always) used
 
   explicit Impl(Problem::Impl& problem) : p(problem), n(problem.layout.n()) {}
 
@@ -108,11 +111,45 @@ struct HvpEngine::Impl {
     return result;
   }
 
+  // A package's first product is checked against the eager product of its first vector: a package
+  // compiled for another model of the same parameters must cost speed, never correctness.
+  std::vector<torch::Tensor> compiled_product(CompiledProduct::Package& package, const MicroBatch& batch,
+                                              const std::vector<torch::Tensor>& v, int64_t k) {
+    auto r = compiled->product(package, batch, v, k);
+    if (CompiledProduct::verified(package)) return r;
+    std::vector<torch::Tensor> probe;
+    for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
+    const auto ref = product_one_batch(*p.curvature_graph(batch), probe, 1, false);
+    double err = 0, scale = 0;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
+      scale = std::max(scale, ref[i][0].abs().max().item<double>());
+    }
+    if (err <= tolerance() * std::max(scale, 1e-30)) {
+      CompiledProduct::verified(package) = true;
+      return r;
+    }
+    compiled_note = "the compiled product disagreed with the eager one (relative " + std::to_string(err / scale) +
+                    "): compiled for another model?";
+    compiled->drop(package);
+    return {};
+  }
+
+  std::vector<torch::Tensor> product_of_batch(const MicroBatch& batch, std::unique_ptr<CurvatureGraph>& scratch,
+                                              const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
+    auto* package = compiled ? compiled->find(batch) : nullptr;
+    if (package) {
+      auto r = compiled_product(*package, batch, v, k);
+      if (!r.empty()) return r;
+    }
+    return product_one_batch(graph(batch, scratch), v, k, use_vmap);
+  }
+
   std::vector<torch::Tensor> hvp(const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
     std::vector<torch::Tensor> total;
     std::unique_ptr<CurvatureGraph> scratch;
     for (const auto& batch : p.batches) {
-      auto part = product_one_batch(graph(batch, scratch), v, k, use_vmap);
+      auto part = product_of_batch(batch, scratch, v, k, use_vmap);
       if (total.empty()) {
         total = std::move(part);
       } else {
@@ -206,6 +243,11 @@ HvpEngine::HvpEngine(Problem& problem, const HvpOptions& options) : impl_(std::m
   e.automatic = options.mode == BatchMode::automatic;
   e.panel_given = options.panel > 0;
   if (!e.batched) e.reason = "--hvp-mode one_column";
+  if (options.compiled.empty()) return;
+  e.compiled = CompiledProduct::open(options.compiled, e.p, e.compiled_note);
+  if (e.compiled) e.compiled_note = e.compiled->coverage(e.p.batches);
+  if (e.compiled && e.compiled->packages() == 0) e.compiled.reset();
+  if (e.compiled && !e.panel_given) e.panel = std::min(e.panel, e.compiled->width());
 }
 
 namespace {
@@ -353,8 +395,14 @@ int64_t HvpEngine::panel_width() const { return impl_->panel; }
 std::string HvpEngine::mode_description() const {
   const Impl& e = *impl_;
   const std::string device = e.device_fit.empty() ? "" : "; " + e.device_fit;
-  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + device + ")";
-  return "one column per pass (" + e.reason + device + ")";
+  if (e.compiled && e.compiled->packages() > 0)
+    return "compiled (AOTInductor, " + e.compiled->method() + ", " + std::to_string(e.compiled->width()) +
+           " vectors per product, " + std::to_string(e.panel) + " columns per pass" +
+           (e.compiled_note.empty() ? "" : "; " + e.compiled_note) + device + ")";
+  const std::string eager = e.compiled_note.empty() ? "" : "; eager: " + e.compiled_note;
+  if (e.batched)
+    return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + eager + device + ")";
+  return "one column per pass (" + e.reason + eager + device + ")";
 }
 
 void HvpEngine::columns(int64_t j0, int64_t j1, double* panel) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "curvature.hpp"
+#include "dhess/core/errors.hpp"
 #include "dhess/torch/problem.hpp"
 
 namespace dhess {

@@ -28,6 +28,7 @@ struct RunOptions {
   int block = 0;                            // 0 = automatic
   int64_t panel = 0;                        // HVP columns per pass; 0 = automatic
   BatchMode hvp_mode = BatchMode::automatic;
+  std::string compiled;    // --compiled: packages of `dhess compile`; empty = the eager product
   std::string checkpoint;  // directory; empty = none
   bool resume = false;
   double mem_per_rank = 0;  // bytes; 0 = read from the node

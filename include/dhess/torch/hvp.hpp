@@ -15,6 +15,7 @@ enum class BatchMode { automatic, batched, one_column };
 struct HvpOptions {
   int64_t panel = 0;  // columns per pass; 0 = 64 until fit_panel_to() measures the model
   BatchMode mode = BatchMode::automatic;
+  std::string compiled;  // --compiled: AOTInductor packages of `dhess compile` (a .pt2 or a directory)
 };
 
 class HvpEngine {

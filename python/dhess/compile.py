@@ -1,0 +1,320 @@
+"""dhess compile: a model's Hessian-vector product compiled ahead of time (AOTInductor), for `--compiled`.
+
+The product of the loss's Hessian with k vectors at once, H·[v1 … vk], as a function of the
+parameters, one micro-batch (inputs, targets, its weight in the whole data set's mean) and the vectors,
+is traced by make_fx into aten ops -- through the TorchScript module itself, whose parameters are set to
+the traced ones -- exported with torch.export and compiled by AOTInductor into a .pt2 package that every
+rank of a dhess run loads with torch::inductor::AOTIModelPackageLoader. Reverse-over-reverse (the vjp of
+the gradient) and forward-over-reverse (the jvp of the gradient) are both compiled and timed on the data;
+the faster is kept. The shapes are fixed: one package per micro-batch size that a run of `ranks` ranks and
+`batch_size` makes (dhess uses the eager product, saying so, on any other).
+
+    python -m dhess.compile --model model.pt --data data.pt --loss cross_entropy --width 64 --out prod/
+    dhess --model model.pt --data data.pt --compiled prod/ ...
+
+Without --out the packages go to a cache (DHESS_CACHE, else ~/.cache/dhess) keyed by the model file's
+hash, the data's shapes, the loss, dtype, width, parameters, split and torch version; the directory is
+printed, and reused when it is there.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from .errors import DhessError
+
+FORMAT = "1"
+METHODS = ("reverse-over-reverse", "forward-over-reverse")
+
+
+def file_hash(path):
+    """The model file's SHA-256: the cache's key (the run checks a package by its product, not its hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def micro_batch_sizes(samples, ranks, batch_size):
+    """The sample counts of the micro-batches dhess makes: `ranks` contiguous shards
+    [N r / R, N (r+1) / R), each in pieces of `batch_size` (src/torch/data.cpp)."""
+    sizes = set()
+    for r in range(ranks):
+        begin, end = samples * r // ranks, samples * (r + 1) // ranks
+        step = batch_size or max(end - begin, 1)
+        for s in range(begin, end, step):
+            sizes.add(min(step, end - s))
+    return sorted(sizes)
+
+
+class Product:
+    """The TorchScript model as a function of its selected parameters, and the loss dhess takes of it."""
+
+    def __init__(self, model_path, loss, dtype, params_regex, train_mode):
+        self.module = torch.jit.load(model_path, map_location="cpu").to(dtype)
+        self.module.train(train_mode)
+        self.loss = loss
+        self.names, self.tensors = self._selected(params_regex)
+        self.arity = len(self.module.forward.schema.arguments) - 1
+
+    def _selected(self, regex):
+        """Each parameter tensor once (a tied weight under its first name), those whose name matches
+        --params, in the order of named_parameters(): dhess's layout order."""
+        names, tensors, seen = [], [], set()
+        for name, t in self.module.named_parameters():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+            if key in seen:
+                continue
+            seen.add(key)
+            if regex is None or re.search(regex, name):
+                names.append(name)
+                tensors.append(t.detach().clone())
+        if not names:
+            raise DhessError(f"--params {regex!r} matches no parameter of the model")
+        return names, tensors
+
+    def set(self, tensors):
+        for name, t in zip(self.names, tensors):
+            *path, leaf = name.split(".")
+            owner = self.module
+            for part in path:
+                owner = getattr(owner, part)
+            owner._c.setattr(leaf, t)
+
+    def value(self, params, inputs, targets, weight):
+        """The micro-batch's weighted mean loss, as dhess's loss.cpp takes it."""
+        self.set(params)
+        args = list(inputs)
+        if self.loss == "none" and targets is not None and len(args) < self.arity:
+            args.append(targets)
+        y = self.module(*args)
+        if self.loss == "none":
+            value = y.reshape(())
+        elif self.loss == "cross_entropy":
+            value = F.cross_entropy(y, targets)
+        elif self.loss == "nll":
+            value = F.nll_loss(y, targets)
+        elif self.loss == "mse":
+            value = F.mse_loss(y, targets)
+        else:
+            value = F.binary_cross_entropy_with_logits(y, targets)
+        return value * weight
+
+    def function(self, method):
+        """(params, inputs, targets, weight, vectors) -> H·v per parameter, each [k, *shape]."""
+        def gradient(params, inputs, targets, weight):
+            return torch.func.grad(self.value)(params, inputs, targets, weight)
+
+        def reverse_over_reverse(params, inputs, targets, weight, vectors):
+            _, vjp = torch.func.vjp(lambda p: gradient(p, inputs, targets, weight), params)
+            return torch.func.vmap(lambda v: vjp(v)[0])(vectors)
+
+        def forward_over_reverse(params, inputs, targets, weight, vectors):
+            def along(v):
+                return torch.func.jvp(lambda p: gradient(p, inputs, targets, weight), (params,), (v,))[1]
+            return torch.func.vmap(along)(vectors)
+
+        return reverse_over_reverse if method == METHODS[0] else forward_over_reverse
+
+
+def load_samples(path, loss, dtype):
+    """(inputs, targets) as dhess reads and converts them (src/torch/data.cpp)."""
+    data = torch.load(path, map_location="cpu")
+    if isinstance(data, dict):
+        inputs, targets = data["inputs"], data.get("targets")
+    else:
+        inputs, targets = data
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+    if targets is not None:
+        classes = loss in ("cross_entropy", "nll")
+        if classes and not targets.is_floating_point():
+            targets = targets.long()
+        elif targets.is_floating_point() or loss != "none":
+            targets = targets.to(dtype)
+    return inputs, targets
+
+
+def fastest(run, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def describe(t):
+    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+
+
+def compile_one(product, method, args, path, metadata):
+    """Traces, exports and compiles one product; returns the loaded package and the seconds it took."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    start = time.perf_counter()
+    try:
+        graph = make_fx(product.function(method))(*args)
+    finally:
+        product.set(product.tensors)  # the trace left its own tensors in the module
+    program = torch.export.export(graph, args)
+    torch._inductor.aoti_compile_and_package(program, package_path=path,
+                                             inductor_configs={"aot_inductor.metadata": metadata})
+    return torch._inductor.aoti_load_package(path), time.perf_counter() - start
+
+
+def relative_error(got, want):
+    scale = max(float(w.abs().max()) for w in want)
+    return max(float((g - w).abs().max()) for g, w in zip(got, want)) / max(scale, 1e-300)
+
+
+def compile_for_size(product, samples_inputs, samples_targets, size, width, methods, out, base_metadata):
+    """The packages of one micro-batch size; keeps the faster method's as product-SIZE.pt2."""
+    inputs = tuple(t[:size].contiguous() for t in samples_inputs)
+    targets = None if samples_targets is None else samples_targets[:size].contiguous()
+    dtype = product.tensors[0].dtype
+    weight = torch.tensor(1.0, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    vectors = [torch.randn((width,) + tuple(t.shape), dtype=dtype, generator=generator) for t in product.tensors]
+    args = (product.tensors, inputs, targets, weight, vectors)
+    metadata = dict(base_metadata, **{
+        "dhess.inputs": json.dumps([describe(t) for t in inputs]),
+        "dhess.targets": json.dumps(None if targets is None else describe(targets))})
+    records = []
+    for method in methods:
+        eager_fn = product.function(method)
+        try:
+            eager = eager_fn(*args)
+            eager_seconds = fastest(lambda: eager_fn(*args))
+            path = os.path.join(out, f"product-{size}.{method}.pt2")
+            compiled, compile_seconds = compile_one(product, method, args,
+                                                    path, dict(metadata, **{"dhess.method": method}))
+            got = compiled(*args)
+            compiled_seconds = fastest(lambda: compiled(*args))
+        except Exception as e:  # forward-mode rules are missing for some ops (nll_loss_backward)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            records.append({"method": method, "failed": f"{type(e).__name__}: {first}"})
+            continue
+        records.append({"method": method, "path": path, "compile_seconds": compile_seconds,
+                        "eager_seconds_per_vector": eager_seconds / width,
+                        "compiled_seconds_per_vector": compiled_seconds / width,
+                        "relative_error": relative_error(got, eager)})
+    done = [r for r in records if "path" in r]
+    if not done:
+        raise DhessError(f"the product could not be compiled: " + "; ".join(r["failed"] for r in records))
+    best = min(done, key=lambda r: r["compiled_seconds_per_vector"])
+    for r in done:
+        if r is not best:
+            os.remove(r["path"])
+    os.replace(best["path"], os.path.join(out, f"product-{size}.pt2"))
+    best["path"] = os.path.join(out, f"product-{size}.pt2")
+    return {"samples": size, "kept": best["method"], "methods": records}
+
+
+def cache_key(model_hash, inputs, targets, options):
+    text = json.dumps({"model": model_hash, "inputs": [describe(t) for t in inputs],
+                       "targets": None if targets is None else describe(targets), "torch": torch.__version__,
+                       **options}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cache_root():
+    return os.environ.get("DHESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dhess")
+
+
+def compile_product(model, data, loss, *, width=64, dtype="float64", params=None, ranks=1, batch_size=None,
+                    train_mode=False, method="auto", out=None, force=False, threads=None, echo=print):
+    """Compiles the product for the micro-batches a run of `ranks` ranks makes; returns the directory
+    that `dhess --compiled` takes (a cached one is reused)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    inputs, targets = load_samples(data, loss, torch_dtype) if data else ((), None)
+    model_hash = file_hash(model)
+    options = {"loss": loss, "dtype": dtype, "width": width, "params": params, "ranks": ranks,
+               "batch_size": batch_size, "train_mode": train_mode, "method": method}
+    if out is None:
+        out = os.path.join(cache_root(), "compiled", cache_key(model_hash, inputs, targets, options))
+        if os.path.exists(os.path.join(out, "compile.json")) and not force:
+            echo(f"dhess compile: cached {out}")
+            return out
+    elif os.path.exists(os.path.join(out, "compile.json")) and not force:
+        raise DhessError(f"{out} already holds a compiled product (compile.json); give --force to replace it")
+    os.makedirs(out, exist_ok=True)
+    product = Product(model, loss, torch_dtype, params, train_mode)
+    samples = inputs[0].shape[0] if inputs else 0
+    sizes = micro_batch_sizes(samples, ranks, batch_size) if inputs else [0]
+    base = {"dhess.format": FORMAT, "dhess.model_hash": model_hash, "dhess.loss": loss, "dhess.dtype": dtype,
+            "dhess.curvature": "hessian", "dhess.width": str(width), "dhess.torch": torch.__version__,
+            "dhess.train_mode": str(int(train_mode)),
+            "dhess.parameters": json.dumps([[n, list(t.shape)] for n, t in zip(product.names, product.tensors)])}
+    methods = METHODS if method == "auto" else (method,)
+    record = {"model": model, "model_hash": model_hash, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              **options, "n": sum(t.numel() for t in product.tensors), "packages": []}
+    for size in sizes:
+        echo(f"dhess compile: {len(methods)} product(s) of width {width} on {size} samples ...")
+        packaged = compile_for_size(product, inputs, targets, size, width, methods, out, base)
+        record["packages"].append(packaged)
+        kept = next(m for m in packaged["methods"] if m.get("path"))
+        echo(f"dhess compile: kept {packaged['kept']} ({kept['compiled_seconds_per_vector'] * 1e3:.3g} ms per vector "
+             f"compiled, {kept['eager_seconds_per_vector'] * 1e3:.3g} eager; compiled in "
+             f"{kept['compile_seconds']:.1f} s; relative difference {kept['relative_error']:.1e})")
+    with open(os.path.join(out, "compile.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    echo(f"dhess compile: wrote {out}")
+    return out
+
+
+class UsageParser(argparse.ArgumentParser):
+    """Bad flags exit 64, as dhess's own (sysexits EX_USAGE), not argparse's 2."""
+
+    def error(self, message):
+        self.exit(64, f"dhess compile: error: {message}\n")
+
+
+def main(argv=None):
+    ap = UsageParser(prog="dhess compile", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="TorchScript file (as dhess --model)")
+    ap.add_argument("--data", default="", help="torch.save file (as dhess --data)")
+    ap.add_argument("--loss", default="cross_entropy",
+                    choices=["cross_entropy", "mse", "nll", "bce_with_logits", "none"])
+    ap.add_argument("--width", type=int, default=64,
+                    help="vectors per product: dhess's panel (dense path) or its block of vectors (default 64)")
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--params", default=None, help="regex on parameter names (as dhess --params)")
+    ap.add_argument("--ranks", type=int, default=1,
+                    help="ranks of the dhess spectrum run, whose data shards they are (the dense path: 1)")
+    ap.add_argument("--batch-size", type=int, default=None, help="as dhess --batch-size")
+    ap.add_argument("--train-mode", action="store_true")
+    ap.add_argument("--method", default="auto", choices=("auto",) + METHODS)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for compiling and timing")
+    ap.add_argument("--out", default=None, help="directory of the packages (default: the cache)")
+    ap.add_argument("--force", action="store_true", help="replace a compiled product in --out")
+    a = ap.parse_args(argv)
+    if a.width < 1 or a.ranks < 1 or (a.batch_size is not None and a.batch_size < 1):
+        ap.error("--width, --ranks and --batch-size must be positive")
+    for flag, path in (("--model", a.model), ("--data", a.data)):
+        if path and not os.path.isfile(path):
+            print(f"dhess compile: error: {flag} '{path}' is not a file", file=sys.stderr)
+            return 65
+    warnings.filterwarnings("ignore")
+    try:
+        compile_product(a.model, a.data, a.loss, width=a.width, dtype=a.dtype, params=a.params, ranks=a.ranks,
+                        batch_size=a.batch_size, train_mode=a.train_mode, method=a.method, out=a.out,
+                        force=a.force, threads=a.threads)
+    except DhessError as e:
+        print(f"dhess compile: error: {e}", file=sys.stderr)
+        return 65
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
