@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "dhess/core/collective.hpp"
@@ -83,6 +85,28 @@ std::string lowrank_text(const RunOptions& o, const DenseSetup& s) {
          full + " answers after it; the eigensolver estimate is " + full + "'s";
 }
 
+// What `dhess compile` spent on --compiled's packages (its compile.json), paid once before the
+// runs that use them: the plan's product rate is then the compiled one. -1 where it is not known.
+double compile_seconds(const RunOptions& o) {
+  if (o.compiled.empty()) return -1;
+  const std::filesystem::path dir(o.compiled);
+  std::ifstream in(std::filesystem::is_directory(dir) ? dir / "compile.json" : dir.parent_path() / "compile.json");
+  const json record = json::parse(in, nullptr, false);
+  if (!record.is_object() || !record.contains("packages")) return -1;
+  double seconds = 0;
+  for (const auto& package : record["packages"])
+    for (const auto& method : package["methods"]) seconds += method.value("compile_seconds", 0.0);
+  return seconds;
+}
+
+std::string compiled_text(const RunOptions& o, const DenseSetup& s) {
+  if (o.compiled.empty()) return "";
+  const double seconds = compile_seconds(o);
+  char text[160] = "";
+  if (seconds >= 0) std::snprintf(text, sizeof text, "; compiling took %.1f s, once (compile.json)", seconds);
+  return "  products: " + s.engine->mode_description() + text + "\n";
+}
+
 json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEstimate& hvp, const SolverTiming& eig) {
   json plan = {
       {"n", s.n},
@@ -100,6 +124,8 @@ json plan_json(const RunOptions& o, const DenseSetup& s, int ranks, const HvpEst
       {"eigensolver_estimate_basis", eig.basis},
       {"eigensolver_estimate_is_upper_bound", eig.upper_bound},
       {"fits", fits(s)}};
+  if (!o.compiled.empty())
+    plan["compiled"] = {{"mode", s.engine->mode_description()}, {"compile_seconds", compile_seconds(o)}};
   if (!s.limit.empty()) plan["limit"] = s.limit;
   if (!s.solver_note.empty()) plan["solver_note"] = s.solver_note;
   if (s.sketch_columns > 0) plan["lowrank_sketch_bound"] = s.sketch_columns;
@@ -143,7 +169,7 @@ std::string plan_text(const RunOptions& o, const DenseSetup& s, int ranks, const
                 static_cast<long long>(s.n), hvp.rate, duration(hvp.seconds).c_str(), hvp.basis.c_str(),
                 solver_name(s.solver), about, duration(eig.seconds).c_str(), eig.basis.c_str(), about,
                 duration(hvp.seconds + eig.seconds).c_str());
-  std::string out = text;
+  std::string out = text + compiled_text(o, s);
   if (s.sketch_columns > 0) out += "  lowrank: " + lowrank_text(o, s) + "\n";
   if (!s.solver_note.empty()) out += "  " + s.solver_note + "\n";
   if (!fits(s)) out += "  DOES NOT FIT: " + refusal(o, s, ranks) + "\n";

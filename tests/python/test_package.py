@@ -157,6 +157,20 @@ class ConvNetHessian(unittest.TestCase):
         want = self.oracle[0][3].numpy()
         self.assertLessEqual(np.abs(block - want).max() / np.abs(self.H).max(), 1e-10)
 
+    def test_compiled_hessian_is_the_same_and_its_packages_are_cached(self):
+        if RANKS > 1:
+            self.skipTest("the dense path's packages do not depend on the ranks (compiled_npP runs them on P)")
+        model, x, y, _ = convnet_problem()
+        with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"DHESS_CACHE": cache}):
+            with dhess.hessian(model, x, y, compiled=True, progress=False) as r:
+                self.assertIn("compiled (AOTInductor", r.summary["hvp"]["mode"])
+                self.assertLessEqual(np.abs(r.hessian() - self.H).max() / np.abs(self.H).max(), 1e-10)
+            (key,) = os.listdir(os.path.join(cache, "compiled"))
+            echoed = io.StringIO()
+            with contextlib.redirect_stdout(echoed), dhess.hessian(model, x, y, compiled=True) as r:
+                self.assertIn("compiled (AOTInductor", r.summary["hvp"]["mode"])
+            self.assertIn(f"dhess compile: cached {os.path.join(cache, 'compiled', key)}", echoed.getvalue())
+
     def test_eigenvalues_are_those_of_the_oracle_ascending(self):
         w = self.result.eigenvalues
         self.assertTrue(np.all(np.diff(w) >= 0))
