@@ -731,31 +731,89 @@ class Report:
 
     # ------------------------------------------------------------------ j
     def section_j(self):
-        rows = []
-        for tag in ("convnet_6", "convnet_12"):
-            name = "j_{}_compiled_t1".format(tag)
-            records = self.raw.get(name + ".json")
-            if not records:
-                continue
-            for r in records:
-                rows.append(["{} (n = {:,})".format(tag.replace("_", ":"), r["n"]), r["method"], r["width"],
-                             "{:.3g}".format(1e3 * r["eager_seconds_per_column"]),
-                             "{:.3g}".format(1e3 * r["compiled_seconds_per_column"]),
-                             "{:.2f}".format(r["compiled_over_eager"]), "{:.0f}".format(r["compile_seconds"]),
-                             "{:.1e}".format(r["max_relative_error"]), fc(self.raw.foreign(name))])
-            best_eager = min(r["eager_seconds_per_column"] for r in records)
-            best_compiled = min(r["compiled_seconds_per_column"] for r in records)
-            self.headline["compiled_" + tag] = {"best_eager_over_best_compiled": best_eager / best_compiled}
-        if not rows:
+        rows = self.compiled_convnet_rows()
+        zoo = self.raw.get("j_zoo.json") or []
+        resnet = self.compiled_resnet_rows()
+        if not rows and not zoo and not resnet:
             return
         self.w("## j. Compiled Hessian-vector products (issue 24)\n")
-        self.w("`bench/compiled_product.py` on one thread: the 64-wide product with the first 64 unit vectors, "
-               "eager torch.func (vmap over jvp or vjp of grad) against the same function traced by make_fx, "
-               "exported by torch.export and compiled by AOTInductor into a .pt2 package (float64, fastest of 5). "
-               "\"ratio\" is compiled / eager per column (> 1: the compiled product is slower).\n")
-        self.w(table(["model", "product", "width", "eager ms/column", "compiled ms/column", "ratio",
-                      "compile s", "max rel. error", "foreign cores"], rows))
+        if rows:
+            self.w("`dhess compile --width 64 --threads 1` (both methods compiled and timed, the faster exact one kept), "
+                   "then the dense run's HVP phase (`--eigen none --panel 64`, 1 rank × 1 thread, float64, fastest of "
+                   "3 at n = 6,085) eager and with `--compiled`, against the fastest torch.func peer of section a "
+                   "(exact to 1e-10) on 1 thread. \"peer / compiled\": the target is ≥ 4.\n")
+            self.w(table(["model", "dhess eager s", "dhess compiled s", "eager / compiled", "fastest peer s",
+                          "peer / compiled", "kept", "compile s (ror / for)", "peak RSS eager / compiled",
+                          "foreign cores"], rows))
+        if zoo:
+            self.w("Every exact case of the model zoo (`bench/compiled_zoo.py`: `dhess compile --width 16 --threads 1`, "
+                   "then the dense run eager and `--compiled` on 1 rank × 1 thread, `--panel 16`, float64). "
+                   "\"max rel. diff\": max|H_compiled − H_eager| / max|H_eager|, and against the oracle.\n")
+            self.w(table(["case", "n", "kept", "compile s", "eager HVP s", "compiled HVP s", "eager / compiled",
+                          "peak RSS eager / compiled", "max rel. diff (eager, oracle)"],
+                         [self.zoo_row(r) for r in zoo]))
+        if resnet:
+            self.w("ResNet-20 (n = 272,474, 200 images, float32, 2 ranks × 1 thread): section h's top-1 + 52-probe "
+                   "trace, with `--compiled` (packages of the 2 shards, width 1, `--threads 2` to compile).\n")
+            self.w(table(["run", "wall s", "HVPs", "top eigenvalue", "trace", "peak RSS per rank", "HVP mode"], resnet))
         self.w("")
+
+    def compiled_convnet_rows(self):
+        rows = []
+        for tag in ("convnet_6", "convnet_12"):
+            record = self.raw.get("j_{}_compile.json".format(tag))
+            eager_name, eager = self.raw.best("j_{}_eager".format(tag), lambda s: s["timings_seconds"]["hvp"])
+            compiled_name, compiled = self.raw.best("j_{}_compiled".format(tag), lambda s: s["timings_seconds"]["hvp"])
+            if not record or not eager or not compiled:
+                continue
+            peers = (self.raw.get("a_{}_python_t1.json".format(tag)) or {}).get("results", [])
+            exact = [r["seconds"] for r in peers if r.get("seconds") and (r.get("max_abs_diff_relative") or 0) < 1e-10]
+            peer = min(exact) if exact else None
+            e, c = eager["timings_seconds"]["hvp"], compiled["timings_seconds"]["hvp"]
+            (package,) = record["packages"]
+            seconds = {m["method"]: m.get("compile_seconds") for m in package["methods"]}
+            rows.append(["{} (n = {:,})".format(tag.replace("_", ":"), record["n"]), e, c, e / c, peer,
+                         peer / c if peer else None, package["kept"],
+                         "{} / {}".format(fmt(seconds.get("reverse-over-reverse")),
+                                          fmt(seconds.get("forward-over-reverse"))),
+                         "{} / {}".format(gb(eager["memory"]["peak_rss_per_rank"][0]),
+                                          gb(compiled["memory"]["peak_rss_per_rank"][0])),
+                         fc(self.raw.foreign(compiled_name))])
+            self.headline["compiled_" + tag] = {"eager_over_compiled": e / c,
+                                                "peer_over_compiled": peer / c if peer else None}
+        return rows
+
+    @staticmethod
+    def zoo_row(r):
+        if not r.get("exported"):
+            return [r["case"], count(r["n"]), "not compiled: " + r.get("reason", "")[:120]] + [None] * 6
+        if r.get("failed"):
+            return [r["case"], count(r["n"]), "run failed: " + r["failed"][:120]] + [None] * 6
+        kept = ", ".join(p["kept"] for p in r["packages"])
+        compile_seconds = sum(m.get("compile_seconds", 0) for p in r["packages"] for m in p["methods"])
+        return [r["case"], count(r["n"]), kept, compile_seconds, r["eager_hvp_seconds"], r["compiled_hvp_seconds"],
+                r["eager_hvp_seconds"] / r["compiled_hvp_seconds"],
+                "{} / {}".format(gb(r["eager_peak_rss"]), gb(r["compiled_peak_rss"])),
+                "{:.1e}, {}".format(r["compiled_vs_eager"], "{:.1e}".format(r["compiled_vs_oracle"])
+                                    if "compiled_vs_oracle" in r else "—")]
+
+    def compiled_resnet_rows(self):
+        rows = []
+        for label, name in (("dhess eager (section h)", "h_dhess_top1_trace52"),
+                            ("dhess --compiled", "j_dhess_top1_trace52_compiled")):
+            s, t = self.raw.summary(name), self.raw.time(name) or {}
+            if not s:
+                continue
+            top = max((p["eigenvalue"] for p in s.get("lanczos", {}).get("pairs", [])), default=None)
+            rows.append([label, t.get("wall_seconds"), count(s.get("hvp_products")), fmt(top, 5),
+                         fmt(s.get("trace", {}).get("value")), gb(max(s["memory"]["peak_rss_per_rank"])),
+                         s["hvp"]["mode"][:90]])
+        peer = self.raw.get("h_peer_top1_trace52.json")
+        if rows and peer:
+            rows.append(["PyHessian's algorithms (section h, 2 threads)", peer["wall_seconds"],
+                         count(peer["hvps_total"]), fmt((peer["values"].get("top_eigenvalues") or [None])[0], 5),
+                         fmt(peer["values"].get("trace")), gb(peer["peak_rss_bytes"]), "—"])
+        return rows if len(rows) > 1 else []
 
     def section_k(self):
         s, ours = self.raw.summary("k_dhess_top1_trace30"), self.raw.time("k_dhess_top1_trace30") or {}

@@ -7,7 +7,7 @@
 #   bench/run.sh --quick         small sizes only (minutes); skips the n = 23,365 and 10M runs
 #   bench/run.sh --only a,c      only these sections (a hvp, b eigensolver, c elpa, d big, e memory, f spectrum,
 #                                g rank-revealing, h ResNet-20 vs PyHessian, i GGN products vs curvlinops
-#                                and hessian-eigenthings, j compiled products vs eager, k GPT-2-sized LM
+#                                and hessian-eigenthings, j compiled products (dhess compile) vs eager, k GPT-2-sized LM
 #                                vs pyhessian, hessian-eigenthings and curvlinops)
 #   bench/run.sh --peers         the sections against the published peer packages (h, i, k)
 #   bench/run.sh --report        only re-render the report from existing raw records
@@ -398,15 +398,49 @@ section_i() {
 }
 
 # ---------------------------------------------------------------- j. Compiled products (issue 24)
-# The seed convnet's 64-wide Hessian-vector product, eager torch.func against the same function
-# compiled ahead of time by AOTInductor (make_fx -> torch.export -> .pt2), one thread each.
+# dhess compile (AOTInductor) on the seed convnet (n = 6,085 and 23,365): the dense run's HVP phase eager
+# and --compiled on 1 rank x 1 thread, against section a's torch.func peers; every exact case of the model
+# zoo eager and compiled (bench/compiled_zoo.py); ResNet-20's top-1 + 52-probe trace of section h with
+# --compiled (float32, the 2 ranks' shards).
 section_j() {
   for spec in convnet:6 $([ $quick = 1 ] || echo convnet:12); do
     tag=${spec//:/_}
     export_model "$spec"
-    timed "j_${tag}_compiled_t1" --wait -- env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $py bench/compiled_product.py \
-      --model "$work/$tag.pt" --data "$work/${tag}_data.pt" --width 64 --threads 1 --out "$raw/j_${tag}_compiled_t1.json"
+    if ! done_already "j_${tag}_compile"; then
+      rm -rf "$work/j_${tag}_packages"
+      timed "j_${tag}_compile" --wait -- "$dhess" compile --model "$work/$tag.pt" --data "$work/${tag}_data.pt" \
+        --loss cross_entropy --width 64 --threads 1 --out "$work/j_${tag}_packages"
+      cp "$work/j_${tag}_packages/compile.json" "$raw/j_${tag}_compile.json"
+    fi
+    for rep in 1 2 3; do
+      run_dhess "j_${tag}_eager_$rep" 1 1 --model "$work/$tag.pt" --data "$work/${tag}_data.pt" \
+        --loss cross_entropy --eigen none --panel 64
+      run_dhess "j_${tag}_compiled_$rep" 1 1 --model "$work/$tag.pt" --data "$work/${tag}_data.pt" \
+        --loss cross_entropy --eigen none --panel 64 --compiled "$work/j_${tag}_packages"
+      if [ "$spec" = convnet:12 ]; then break; fi
+    done
   done
+  [ -f "$work/zoo/zoo.json" ] || $py tests/oracle/make_zoo.py "$work/zoo"
+  timed j_zoo --wait -- env OMP_NUM_THREADS=1 $py bench/compiled_zoo.py --zoo "$work/zoo" --dhess "$dhess" \
+    --work "$work/j_zoo" --out "$raw/j_zoo.json"
+  r20=$work/resnet20
+  if [ $quick = 1 ]; then r20=$work/resnet8; fi
+  [ -f "$r20/resnet20.pt" ] || $py bench/resnet20.py "$r20" $([ $quick = 1 ] && echo --small)
+  inputs=(--model "$r20/resnet20.pt" --data "$r20/resnet20_data.pt" --loss cross_entropy)
+  if ! done_already j_resnet_compile; then
+    rm -rf "$work/j_resnet_packages"
+    timed j_resnet_compile --wait -- "$dhess" compile "${inputs[@]}" --dtype float32 --width 1 --ranks 2 \
+      --threads 2 --out "$work/j_resnet_packages"
+    cp "$work/j_resnet_packages/compile.json" "$raw/j_resnet_compile.json"
+  fi
+  name=j_dhess_top1_trace52_compiled
+  if ! done_already "$name"; then
+    rm -rf "$work/$name"
+    timed "$name" --wait -- env OPENBLAS_NUM_THREADS=1 mpirun -n 2 --bind-to none "$dhess" spectrum "${inputs[@]}" \
+      --dtype float32 --top 1 --bottom 0 --tol 1e-3 --trace-probes 52 --trace-estimator hutchinson --slq-probes 0 \
+      --diagonal none --compiled "$work/j_resnet_packages" --threads 1 --out "$work/$name" --force -q
+    if [ -f "$work/$name/summary.json" ]; then cp "$work/$name/summary.json" "$raw/$name.summary.json"; fi
+  fi
 }
 
 # ---------------------------------------------------------------- k. GPT-2-sized LM (issue 25)

@@ -64,6 +64,7 @@ class Product:
         # weight (the product 0.5-1.0 off, relative, on the zoo's resblock). dhess runs the graph as
         # written (src/torch/problem.cpp), and so does the trace.
         torch._C._set_graph_executor_optimize(False)
+        self.arguments = (model_path, loss, params_regex, train_mode)
         self.module = torch.jit.load(model_path, map_location="cpu").to(dtype)
         self.module.train(train_mode)
         self.loss = loss
@@ -85,6 +86,11 @@ class Product:
         if not names:
             raise DhessError(f"--params {regex!r} matches no parameter of the model")
         return names, tensors
+
+    def widened(self):
+        """The same model in float64: the reference of a float32 product."""
+        model_path, loss, params_regex, train_mode = self.arguments
+        return Product(model_path, loss, torch.float64, params_regex, train_mode)
 
     def set(self, tensors):
         for name, t in zip(self.names, tensors):
@@ -202,11 +208,30 @@ def compile_one(product, method, args, path, metadata):
 def relative_error(got, want):
     """Of the first vector's product `got` (each [k, *shape]) against `want` (each [*shape])."""
     scale = max(float(w.abs().max()) for w in want)
-    return max(float((g[0] - w).abs().max()) for g, w in zip(got, want)) / max(scale, 1e-300)
+    return max(float((g[0].double() - w.double()).abs().max()) for g, w in zip(got, want)) / max(scale, 1e-300)
+
+
+def widen(value):
+    if isinstance(value, torch.Tensor):
+        return value.double() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(widen(v) for v in value)
+    return value
+
+
+def reference_of(product, args):
+    """The first vector's exact product and the error a compiled one may have: in float64, plain
+    autograd's and 1e-12 (relative to its largest entry); in float32, plain autograd's in float64 and
+    4 times the float32 eager product's own error against it (at least 1e-6; both round)."""
+    reference = product.reference(*args)
+    if product.tensors[0].dtype == torch.float64:
+        return reference, 1e-12
+    exact = product.widened().reference(*widen(args))
+    return exact, max(4 * relative_error([r.unsqueeze(0) for r in reference], exact), 1e-6)
 
 
 def compile_for_size(product, samples_inputs, samples_targets, size, width, methods, out, base_metadata):
-    """The packages of one micro-batch size; keeps the faster method's as product-SIZE.pt2."""
+    """The packages of one micro-batch size; keeps the faster exact method's as product-SIZE.pt2."""
     inputs = tuple(t[:size].contiguous() for t in samples_inputs)
     targets = None if samples_targets is None else samples_targets[:size].contiguous()
     dtype = product.tensors[0].dtype
@@ -217,7 +242,7 @@ def compile_for_size(product, samples_inputs, samples_targets, size, width, meth
     metadata = dict(base_metadata, **{
         "dhess.inputs": json.dumps([describe(t) for t in inputs]),
         "dhess.targets": json.dumps(None if targets is None else describe(targets))})
-    reference = product.reference(*args)
+    reference, tolerance = reference_of(product, args)
     records = []
     for method in methods:
         eager_fn = product.function(method)
@@ -239,7 +264,6 @@ def compile_for_size(product, samples_inputs, samples_targets, size, width, meth
                         "compiled_seconds_per_vector": compiled_seconds / width,
                         "relative_error": relative_error(got, reference),
                         "eager_relative_error": relative_error(eager, reference)})
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for r in records:
         if "path" in r and r["relative_error"] > tolerance:  # never keep a package that is not exact
             os.remove(r.pop("path"))
@@ -254,7 +278,7 @@ def compile_for_size(product, samples_inputs, samples_targets, size, width, meth
             os.remove(r.pop("path"))
     os.replace(best["path"], os.path.join(out, f"product-{size}.pt2"))
     best["path"] = os.path.join(out, f"product-{size}.pt2")
-    return {"samples": size, "kept": best["method"], "methods": records}
+    return {"samples": size, "kept": best["method"], "tolerance": tolerance, "methods": records}
 
 
 def cache_key(model_hash, inputs, targets, options):

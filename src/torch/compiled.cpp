@@ -117,8 +117,13 @@ std::unique_ptr<CompiledProduct> CompiledProduct::open(const std::string& path, 
       continue;
     }
     const c10::DeviceIndex index = problem.device.is_cuda() ? problem.device.index() : -1;
-    package->loader =
-        std::make_unique<torch::inductor::AOTIModelPackageLoader>(package->path, "model", false, 1, index);
+    try {
+      package->loader =
+          std::make_unique<torch::inductor::AOTIModelPackageLoader>(package->path, "model", false, 1, index);
+    } catch (const std::exception& e) {
+      reason = file.filename().string() + " does not load: " + first_line(e.what());
+      continue;
+    }
     compiled->width_ = width;
     compiled->method_ = value_of(metadata, "dhess.method");
     compiled->packages_.push_back(std::move(package));
