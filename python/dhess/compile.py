@@ -6,7 +6,7 @@ is traced by make_fx into aten ops -- through the TorchScript module itself, who
 the traced ones -- exported with torch.export and compiled by AOTInductor into a .pt2 package that every
 rank of a dhess run loads with torch::inductor::AOTIModelPackageLoader. Reverse-over-reverse (the vjp of
 the gradient) and forward-over-reverse (the jvp of the gradient) are both compiled and timed on the data;
-the faster is kept. The shapes are fixed: one package per micro-batch size that a run of `ranks` ranks and
+the faster of those whose product equals plain autograd's is kept. The shapes are fixed: one package per micro-batch size that a run of `ranks` ranks and
 `batch_size` makes (dhess uses the eager product, saying so, on any other).
 
     python -m dhess.compile --model model.pt --data data.pt --loss cross_entropy --width 64 --out prod/
