@@ -1,7 +1,8 @@
 """Every exact case of the model zoo (tests/oracle/make_zoo.py) through `dhess compile` and the dense run,
 eager and `--compiled` (issue 24, items 2 and 3): which models export, the compiled Hessian against the
 eager one and the oracle, the HVP phase's time and the peak memory both ways, and the compile time of each
-method. One rank, one thread, float64, `--panel WIDTH` both ways.
+method (`--method`: reverse-over-reverse by default; the convnet rows of bench/run.sh j compile both). One
+rank, one thread, float64, `--panel WIDTH` both ways.
 
     python bench/compiled_zoo.py --zoo ZOO_DIR --dhess build/dhess --work DIR --out compiled_zoo.json
 """
@@ -42,7 +43,7 @@ def compile_case(a, case, out):
     flags = case["flags"]
     cmd = [a.dhess, "compile", "--model", os.path.join(a.zoo, case["model"]), "--data",
            os.path.join(a.zoo, case["data"]), "--loss", case["loss"], "--width", a.width, "--threads", "1",
-           "--out", out, "--force"]
+           "--method", a.method, "--out", out, "--force"]
     for name in ("--params", "--batch-size"):
         if flag(flags, name):
             cmd += [name, flag(flags, name)]
@@ -61,6 +62,7 @@ def main():
     ap.add_argument("--dhess", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--width", default="16")
+    ap.add_argument("--method", default="reverse-over-reverse", help="dhess compile --method (auto: both, twice the time)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     with open(os.path.join(a.zoo, "zoo.json")) as f:

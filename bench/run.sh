@@ -419,6 +419,18 @@ section_j() {
         --loss cross_entropy --eigen none --panel 64 --compiled "$work/j_${tag}_packages"
       if [ "$spec" = convnet:12 ]; then break; fi
     done
+    # The fastest torch.func peers of section a, in the same run (at n = 6,085 checked against
+    # dhess's compiled Hessian).
+    reference=()
+    if [ "$spec" = convnet:6 ]; then
+      run_dhess "j_${tag}_compiled_h" 1 1 --model "$work/$tag.pt" --data "$work/${tag}_data.pt" \
+        --loss cross_entropy --eigen none --panel 64 --compiled "$work/j_${tag}_packages" --save-hessian
+      reference=(--reference "$work/j_${tag}_compiled_h/hessian.h5")
+    fi
+    timed "j_${tag}_peer_t1" --wait -- env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $py bench/peers_hvp.py \
+      --model "$work/$tag.pt" --data "$work/${tag}_data.pt" --kind convnet --threads 1 "${reference[@]}" \
+      --methods "vmap(vjp,vmap(jvp" --chunks 64 --repeats $([ "$spec" = convnet:6 ] && echo 3 || echo 1) \
+      --out "$raw/j_${tag}_peer_t1.json"
   done
   [ -f "$work/zoo/zoo.json" ] || $py tests/oracle/make_zoo.py "$work/zoo"
   timed j_zoo --wait -- env OMP_NUM_THREADS=1 $py bench/compiled_zoo.py --zoo "$work/zoo" --dhess "$dhess" \
@@ -433,14 +445,21 @@ section_j() {
       --threads 2 --out "$work/j_resnet_packages"
     cp "$work/j_resnet_packages/compile.json" "$raw/j_resnet_compile.json"
   fi
-  name=j_dhess_top1_trace52_compiled
-  if ! done_already "$name"; then
+  # The same task eager, with --compiled, and PyHessian's algorithms (section h's peer), in one run.
+  for variant in eager compiled; do
+    name=j_dhess_top1_trace52_$variant
+    if done_already "$name"; then continue; fi
+    extra=()
+    if [ $variant = compiled ]; then extra=(--compiled "$work/j_resnet_packages"); fi
     rm -rf "$work/$name"
     timed "$name" --wait -- env OPENBLAS_NUM_THREADS=1 mpirun -n 2 --bind-to none "$dhess" spectrum "${inputs[@]}" \
       --dtype float32 --top 1 --bottom 0 --tol 1e-3 --trace-probes 52 --trace-estimator hutchinson --slq-probes 0 \
-      --diagonal none --compiled "$work/j_resnet_packages" --threads 1 --out "$work/$name" --force -q
+      --diagonal none "${extra[@]}" --threads 1 --out "$work/$name" --force -q
     if [ -f "$work/$name/summary.json" ]; then cp "$work/$name/summary.json" "$raw/$name.summary.json"; fi
-  fi
+  done
+  timed j_peer_top1_trace52 --wait -- env OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 $py bench/pyhessian_peer.py \
+    --model "$r20/resnet20.pt" --data "$r20/resnet20_data.pt" --top 1 --trace-probes 52 --threads 2 \
+    --json "$raw/j_peer_top1_trace52.json"
 }
 
 # ---------------------------------------------------------------- k. GPT-2-sized LM (issue 25)
