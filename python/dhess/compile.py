@@ -176,6 +176,18 @@ def math_attention():
     return sdpa_kernel([SDPBackend.MATH])
 
 
+def error_line(e):
+    """The line of an exception that names the cause: TorchScript's messages open with a generic line
+    and a traceback, and end with the Python error ("RuntimeError: ..."), as dhess's own messages take it."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line)]
+    marked = [lines[i - 1] for i, line in enumerate(lines) if "<--- HERE" in line and i >= 1]
+    if marked and not named:  # the interpreter's own failure: name the line of the model's code
+        return (f"{type(e).__name__} in the TorchScript code at `{marked[-1]}` (a traced model that computes "
+                "sizes from tensors, int(tensor), cannot be traced again: export it with torch.jit.script)")
+    return named[-1] if named else f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
 def fastest(run, repeats=3):
     best = float("inf")
     for _ in range(repeats):
@@ -256,8 +268,7 @@ def compile_for_size(product, samples_inputs, samples_targets, size, width, meth
             got = compiled(*args)
             compiled_seconds = fastest(lambda: compiled(*args))
         except Exception as e:  # forward-mode rules are missing for some ops (nll_loss_backward)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            records.append({"method": method, "failed": f"{type(e).__name__}: {first}"})
+            records.append({"method": method, "failed": error_line(e)})
             continue
         records.append({"method": method, "path": path, "compile_seconds": compile_seconds,
                         "eager_seconds_per_vector": eager_seconds / width,
