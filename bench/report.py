@@ -813,7 +813,7 @@ class Report:
             top = max((p["eigenvalue"] for p in s.get("lanczos", {}).get("pairs", [])), default=None)
             rows.append([label, t.get("wall_seconds"), count(s.get("hvp_products")), fmt(top, 5),
                          fmt(s.get("trace", {}).get("value")), gb(max(s["memory"]["peak_rss_per_rank"])),
-                         s["hvp"]["mode"][:90]])
+                         s["hvp"]["mode"]])
         peer = self.raw.get("j_peer_top1_trace52.json")
         if rows and peer:
             rows.append(["PyHessian's algorithms (bench/pyhessian_peer.py, 2 threads)", peer["wall_seconds"],
