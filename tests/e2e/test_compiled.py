@@ -40,7 +40,7 @@ def compile_packages(out):
     for ranks, method in ((1, "auto"), (2, "reverse-over-reverse"), (4, "reverse-over-reverse")):
         code, stdout, stderr = run_command([BIN, "compile", *PROBLEM, "--width", WIDTH, "--ranks", str(ranks),
                                             "--method", method, "--threads", "2",
-                                            "--out", os.path.join(out, f"ranks{ranks}")])
+                                            "--out", os.path.join(out, f"ranks{ranks}"), "--force"])
         print(stdout, stderr)
         if code != 0:
             sys.exit(code)
