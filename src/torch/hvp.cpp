@@ -120,11 +120,7 @@ struct HvpEngine::Impl {
     std::vector<torch::Tensor> probe;
     for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
     const auto ref = product_one_batch(*p.curvature_graph(batch), probe, 1, false);
-    double err = 0, scale = 0;
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
-      scale = std::max(scale, ref[i][0].abs().max().item<double>());
-    }
+    const auto [err, scale] = first_vector_difference(r, ref);
     if (err <= tolerance() * std::max(scale, 1e-30)) {
       CompiledProduct::verified(package) = true;
       return r;
@@ -188,6 +184,18 @@ struct HvpEngine::Impl {
     }
   }
 
+  // The largest difference between the first vector's products in `r` and `ref`, and the largest
+  // entry of `ref`'s: what a batched or compiled product is checked by.
+  static std::pair<double, double> first_vector_difference(const std::vector<torch::Tensor>& r,
+                                                           const std::vector<torch::Tensor>& ref) {
+    double err = 0, scale = 0;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
+      scale = std::max(scale, ref[i][0].abs().max().item<double>());
+    }
+    return {err, scale};
+  }
+
   double tolerance() const { return p.scalar_type == torch::kFloat64 ? 1e-8 : 1e-3; }
 
   // The first batched panel is checked against one column computed without vmap:
@@ -199,11 +207,7 @@ struct HvpEngine::Impl {
       std::vector<torch::Tensor> probe;
       for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
       auto ref = hvp(probe, 1, false);
-      double err = 0, scale = 0;
-      for (std::size_t i = 0; i < r.size(); ++i) {
-        err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
-        scale = std::max(scale, ref[i][0].abs().max().item<double>());
-      }
+      const auto [err, scale] = first_vector_difference(r, ref);
       if (err <= tolerance() * std::max(scale, 1e-30) || (scale == 0 && err == 0)) {
         verified = true;
         return r;
