@@ -19,7 +19,7 @@ std::vector<QuadratureNode> slq_nodes(const ShardedOperator& op, const RowShard&
   std::vector<double> x(static_cast<std::size_t>(rows * probes)), w(x.size());
   for (int64_t p = 0; p < probes; ++p) {
     for (int64_t i = 0; i < rows; ++i)
-      basis[p][i] = rademacher(seed, 1000 + p, static_cast<uint64_t>(shard.begin + i)) / std::sqrt(double(shard.n));
+      basis[p][i] = slq_start(seed, static_cast<uint64_t>(p), static_cast<uint64_t>(shard.begin + i), shard.n);
   }
   for (int64_t j = 0; j < steps; ++j) {
     const int64_t slot = reorthogonalize ? j : j % 2;

@@ -164,11 +164,11 @@ nlohmann::json SpectrumPlan::to_json() const {
 }
 
 SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, HvpEngine& engine, Dtype dtype,
-                           int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm) {
+                           int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm, StartupProducts* startup) {
   SpectrumPlan p;
   p.available = budget.bytes;
   p.available_source = budget.source;
-  run_collectively(comm, [&] { engine.measure_column_bytes(); });
+  run_collectively(comm, [&] { engine.measure_column_bytes(startup); });
   // Where batching was measured to buy nothing, the engine narrowed its panel (hvp.hpp).
   max_columns = std::min(max_columns, engine.panel_width());
   // The operator gathers each vector whole and reduce-scatters its product: two n-vectors, and the

@@ -13,6 +13,7 @@
 #include "dhess/core/memory.hpp"
 #include "dhess/io/checkpoint.hpp"
 #include "dhess/io/json_file.hpp"
+#include "dhess/linalg/probes.hpp"
 #include "dhess/linalg/range_finder.hpp"
 #include "dhess/matfree/data_parallel_operator.hpp"
 #include "dhess/matfree/spectrum_plan.hpp"
@@ -32,12 +33,38 @@ bool exact_diagonal_wanted(const SpectrumOptions& so, int64_t n) {
   return so.diagonal == DiagonalMode::exact || (so.diagonal == DiagonalMode::automatic && n <= 20000);
 }
 
+// The vectors the phases will multiply first, entry for entry as they make them (full n-vectors):
+// SLQ's starting vectors, the trace's first probes (Hutch++'s sketch, then Hutchinson's), the exact
+// diagonal's unit vectors or the estimated one's probes. The start-up's measuring products are made
+// of these and kept for those phases (DataParallelOperator::keep), where the vectors and their
+// products take at most 2% of the memory per rank; else they are of unit vectors, and let go.
+StartupProducts first_vectors(const SpectrumOptions& so, int64_t n, double budget_bytes) {
+  StartupProducts s;
+  if (16.0 * kMeasuringVectors * static_cast<double>(n) > 0.02 * budget_bytes) return s;
+  const uint64_t seed = so.seed;
+  auto add = [&](int64_t count, const std::function<double(uint64_t, uint64_t)>& entry) {
+    for (int64_t c = 0; c < count && s.count < kMeasuringVectors; ++c, ++s.count)
+      for (int64_t row = 0; row < n; ++row) s.vectors.push_back(entry(c, row));
+  };
+  add(so.slq_probes, [&](uint64_t c, uint64_t row) { return slq_start(seed, c, row, n); });
+  if (so.trace_probes > 0 && so.trace_estimator != TraceEstimator::hutchinson)
+    add(std::max<int64_t>(1, so.trace_probes / 3),
+        [&](uint64_t c, uint64_t row) { return rademacher(seed, kHutchppSketchStream + c, row); });
+  if (so.trace_probes > 0 && so.trace_estimator != TraceEstimator::hutchpp)
+    add(so.trace_probes, [&](uint64_t c, uint64_t row) { return rademacher(seed, kHutchinsonStream + c, row); });
+  if (exact_diagonal_wanted(so, n))
+    add(n, [](uint64_t c, uint64_t row) { return c == row ? 1.0 : 0.0; });
+  else if (so.diagonal != DiagonalMode::none)
+    add(so.diagonal_probes, [&](uint64_t c, uint64_t row) { return rademacher(seed, kDiagonalStream + c, row); });
+  return s;
+}
+
 // One matrix-free run, phase by phase. Each finished phase is kept in the checkpoint (and taken
 // from it on --resume); a stop signal ends the run between phases (exit 75).
 class SpectrumRun {
  public:
   SpectrumRun(const RunOptions& o, const SpectrumOptions& so, const Rank& r, Loaded& l, HvpEngine& engine,
-              const SpectrumPlan& plan, OutputDir& out, const Checkpoint* checkpoint)
+              const SpectrumPlan& plan, StartupProducts&& startup, OutputDir& out, const Checkpoint* checkpoint)
       : o_(o),
         so_(so),
         r_(r),
@@ -53,9 +80,13 @@ class SpectrumRun {
           op_(x, k, y);
         }),
         blocks_(o.blocks.kind == BlockSpec::Kind::none ? std::vector<ParameterBlock>()
-                                                       : group_parameters(l.problem->layout(), o.blocks)) {}
+                                                       : group_parameters(l.problem->layout(), o.blocks)) {
+    startup_kept_ = startup.made;
+    op_.keep(std::move(startup));
+  }
 
   void run(double start) {
+    timings_["startup"] = MPI_Wtime() - start;
     if (so_.top + so_.bottom > 0) lanczos_ = phase<LanczosResult>("lanczos", [&] { return lanczos(); });
     if (so_.nonzero) nonzero_ = phase<NonzeroSpectrum>("nonzero", [&] { return nonzero(); });
     if (so_.slq_probes > 0) results_.nodes = phase<std::vector<QuadratureNode>>("slq", [&] { return slq(); });
@@ -399,6 +430,8 @@ class SpectrumRun {
     summary_["dtype"] = dtype_name(o_.problem.dtype);
     summary_["precision"] = precision_of(o_.problem.dtype);
     summary_["hvp_products"] = op_.products();
+    // The start-up's measuring products of the phases' first vectors, which those phases took.
+    summary_["startup_products"] = {{"kept", startup_kept_}, {"used", op_.reused()}};
     summary_["hvp"] = {{"mode", engine_.mode_description()}, {"unbatched_ops", torch_notes["unbatched_ops"]}};
     summary_["torch_warnings"] = torch_notes["other"];
     summary_["timings_seconds"] = timings_;
@@ -444,6 +477,7 @@ class SpectrumRun {
   const Rank& r_;
   Loaded& l_;
   HvpEngine& engine_;
+  int64_t startup_kept_ = 0;
   const RowShard shard_;
   const SpectrumPlan& plan_;
   OutputDir& out_;
@@ -503,8 +537,12 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
     engine = std::make_unique<HvpEngine>(problem, HvpOptions{o.panel, o.hvp_mode, o.compiled});
   });
   const RowShard shard = RowShard::of(n, r.rank, r.size);
-  const SpectrumPlan plan = plan_spectrum(so, shard, *engine, o.problem.dtype, o.panel > 0 ? o.panel : 64,
-                                          memory_per_rank(o, l.place.local_size, comm), comm);
+  const MemoryBudget budget = memory_per_rank(o, l.place.local_size, comm);
+  StartupProducts startup = first_vectors(so, n, budget.bytes);
+  const SpectrumPlan plan =
+      plan_spectrum(so, shard, *engine, o.problem.dtype, o.panel > 0 ? o.panel : 64, budget, comm, &startup);
+  // The ranks keep as many as the one that kept fewest (it made no product of the batch of four).
+  MPI_Allreduce(MPI_IN_PLACE, &startup.made, 1, MPI_INT64_T, MPI_MIN, comm);
   if (plan.total > plan.available)
     run_collectively(comm, [&] { throw ResourceError(spectrum_refusal(plan, o.problem.dtype)); });
   if (!plan.slq_reorthogonalize && so.slq_probes > 0)
@@ -523,7 +561,7 @@ void run_spectrum(const RunOptions& o, const SpectrumOptions& so, MPI_Comm comm)
           " samples sharded), " + std::to_string(l.threads) + " thread(s)/rank, device " + l.device +
           ", vectors sharded by rows (" + std::to_string(shard.rows()) + " on this rank), plan " +
           human_bytes(plan.total) + "/rank\n");
-  SpectrumRun(o, so, r, l, *engine, plan, out, checkpoint.get()).run(start);
+  SpectrumRun(o, so, r, l, *engine, plan, std::move(startup), out, checkpoint.get()).run(start);
 }
 
 }  // namespace dhess

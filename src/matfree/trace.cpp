@@ -70,7 +70,7 @@ TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, in
                             uint64_t seed, MPI_Comm comm) {
   const int64_t rows = shard.rows();
   const int64_t s = std::max<int64_t>(1, products / 3), g = std::max<int64_t>(2, products - 2 * s);
-  std::vector<double> y = apply(op, rademacher_block(shard, s, seed, 3000), s);
+  std::vector<double> y = apply(op, rademacher_block(shard, s, seed, kHutchppSketchStream), s);
   int64_t rank = 0;
   std::vector<double> q;
   extend_orthonormal_basis(q, rows, rank, y, s, 1e-12, comm);
@@ -84,7 +84,7 @@ TraceEstimate hutchpp_trace(const ShardedOperator& op, const RowShard& shard, in
     }
   };
   TraceEstimate t;
-  mean_and_stderr(probe_forms(op, shard, g, chunk, seed, 4000, deflate, comm), t.value, t.stderr_value);
+  mean_and_stderr(probe_forms(op, shard, g, chunk, seed, kHutchppStream, deflate, comm), t.value, t.stderr_value);
   t.value += exact;
   t.products = s + rank + g;
   return t;
@@ -94,7 +94,7 @@ TraceEstimate hutchinson_trace(const ShardedOperator& op, const RowShard& shard,
                                uint64_t seed, MPI_Comm comm) {
   TraceEstimate t;
   t.products = products;
-  mean_and_stderr(probe_forms(op, shard, products, chunk, seed, 2000, {}, comm), t.value, t.stderr_value);
+  mean_and_stderr(probe_forms(op, shard, products, chunk, seed, kHutchinsonStream, {}, comm), t.value, t.stderr_value);
   return t;
 }
 
@@ -111,7 +111,7 @@ void estimate_diagonal(const ShardedOperator& op, const RowShard& shard, int64_t
     std::vector<double> v(static_cast<std::size_t>(rows * k)), hv(v.size());
     for (int64_t c = 0; c < k; ++c)
       for (int64_t i = 0; i < rows; ++i)
-        v[c * rows + i] = rademacher(seed, 5000 + p0 + c, static_cast<uint64_t>(shard.begin + i));
+        v[c * rows + i] = rademacher(seed, kDiagonalStream + p0 + c, static_cast<uint64_t>(shard.begin + i));
     op(v.data(), k, hv.data());
     std::vector<double> probe_sums(static_cast<std::size_t>(k * count), 0.0);
     for (int64_t c = 0; c < k; ++c)

@@ -198,15 +198,21 @@ struct HvpEngine::Impl {
 
   double tolerance() const { return p.scalar_type == torch::kFloat64 ? 1e-8 : 1e-3; }
 
-  // The first batched panel is checked against one column computed without vmap:
-  // a missing or wrong batching rule must cost speed, never correctness.
-  std::vector<torch::Tensor> batched_or_fallback(const std::vector<torch::Tensor>& v, int64_t k) {
+  // The first batched panel is checked against one column computed without vmap (`first`, where
+  // the caller has it): a missing or wrong batching rule must cost speed, never correctness.
+  std::vector<torch::Tensor> batched_or_fallback(const std::vector<torch::Tensor>& v, int64_t k,
+                                                 const std::vector<torch::Tensor>* first = nullptr) {
     try {
       auto r = hvp(v, k, true);
       if (verified) return r;
-      std::vector<torch::Tensor> probe;
-      for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
-      auto ref = hvp(probe, 1, false);
+      std::vector<torch::Tensor> ref;
+      if (first) {
+        ref = *first;
+      } else {
+        std::vector<torch::Tensor> probe;
+        for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
+        ref = hvp(probe, 1, false);
+      }
       const auto [err, scale] = first_vector_difference(r, ref);
       if (err <= tolerance() * std::max(scale, 1e-30) || (scale == 0 && err == 0)) {
         verified = true;
@@ -223,19 +229,30 @@ struct HvpEngine::Impl {
     return hvp(v, k, false);
   }
 
+  // The products of k vectors given as per-parameter parts; `first` as in batched_or_fallback.
+  std::vector<torch::Tensor> product(const std::vector<torch::Tensor>& v, int64_t k,
+                                     const std::vector<torch::Tensor>* first = nullptr) {
+    return (batched && k > 1) ? batched_or_fallback(v, k, first) : hvp(v, k, false);
+  }
+
+  // k full n-vectors (vector c at v + c n, float64) as per-parameter [k, *shape] tensors.
+  std::vector<torch::Tensor> parts_of(const double* v, int64_t k) const {
+    auto in = torch::from_blob(const_cast<double*>(v), {k, n}, torch::kFloat64).to(tensor_options());
+    std::vector<torch::Tensor> parts;
+    for (std::size_t i = 0; i < p.params.size(); ++i) {
+      const auto& info = p.layout.parameters()[i];
+      parts.push_back(in.narrow(1, info.offset, info.size).reshape(with_batch(k, p.params[i].sizes())));
+    }
+    return parts;
+  }
+
   void compute(int64_t j0, int64_t j1, torch::Tensor out) {
     if (j0 < 0 || j1 > n || j0 > j1)
       throw InternalError("column range [" + std::to_string(j0) + ", " + std::to_string(j1) + ") outside [0, " +
                           std::to_string(n) + ")");
     for (int64_t s = j0; s < j1; s += panel) {
       int64_t k = std::min(panel, j1 - s);
-      auto v = unit_panel(s, k);
-      std::vector<torch::Tensor> r;
-      if (batched && k > 1)
-        r = batched_or_fallback(v, k);
-      else
-        r = hvp(v, k, false);
-      scatter(r, k, out.narrow(0, s - j0, k));
+      scatter(product(unit_panel(s, k), k), k, out.narrow(0, s - j0, k));
     }
   }
 };
@@ -294,13 +311,23 @@ ProductMemory product_memory(double at_a, double at_b, int64_t a, int64_t b, dou
   return m;
 }
 
+// An n × k panel in the problem's dtype for products whose results are not kept.
+struct ScratchPanel {
+  std::vector<char> bytes;
+  torch::Tensor tensor;
+  ScratchPanel(const HvpEngine::Impl& e, int64_t k)
+      : bytes(static_cast<std::size_t>(k * e.n) * (e.p.scalar_type == torch::kFloat64 ? 8 : 4)),
+        tensor(torch::from_blob(bytes.data(), {k, e.n}, e.p.scalar_type)) {}
+};
+
 // On a GPU a product's tensors are in device memory, which the host's plan neither sees nor
 // bounds: the widest panel the device's free memory holds, measured like the host's (device peaks
 // of products of a and b columns) and held at the margin the host plan keeps.
-int64_t fit_to_device(HvpEngine::Impl& e, int64_t a, int64_t b, torch::Tensor out) {
+int64_t fit_to_device(HvpEngine::Impl& e, int64_t a, int64_t b) {
   constexpr double kMargin = 1.3;  // identical products peak differently (spectrum_plan.cpp)
+  const ScratchPanel out(e, b);
   auto peak = [&](int64_t k) {
-    return device_peak_bytes_of(e.p.device, [&] { e.compute(0, k, out.narrow(0, 0, k)); });
+    return device_peak_bytes_of(e.p.device, [&] { e.compute(0, k, out.tensor.narrow(0, 0, k)); });
   };
   const double at_a = peak(a);
   const ProductMemory m = product_memory(at_a, b > a ? peak(b) : at_a, a, b, 1.0);
@@ -315,13 +342,60 @@ int64_t fit_to_device(HvpEngine::Impl& e, int64_t a, int64_t b, torch::Tensor ou
   return static_cast<int64_t>(std::min(fits, static_cast<double>(e.n)));
 }
 
-// The peak bytes of one product of k unit vectors (peak_bytes_of), and its seconds.
-double peak_of_product(HvpEngine::Impl& e, int64_t k, torch::Tensor out, double& seconds) {
+// The vectors the measuring products take: the caller's, whose products are kept for it, or unit
+// vectors (columns of H, the dense run's products), whose are not.
+class MeasuringVectors {
+ public:
+  MeasuringVectors(HvpEngine::Impl& e, StartupProducts* startup, int64_t width)
+      : e_(e), startup_(startup), scratch_(e, width) {
+    if (!startup_) return;
+    startup_->made = 0;
+    startup_->products.assign(static_cast<std::size_t>(kMeasuringVectors * e.n), 0.0);
+  }
+
+  // The parts of vectors [first, first + k) (unit vectors within the first n where n is small).
+  std::vector<torch::Tensor> parts(int64_t first, int64_t k) const {
+    if (startup_) return e_.parts_of(startup_->vectors.data() + first * e_.n, k);
+    return e_.unit_panel(std::min(first, e_.n - k), k);
+  }
+  void keep(int64_t first, int64_t k, const std::vector<torch::Tensor>& products) {
+    if (!startup_) return e_.scatter(products, k, scratch_.tensor.narrow(0, 0, k));
+    e_.scatter(products, k, torch::from_blob(startup_->products.data() + first * e_.n, {k, e_.n}, torch::kFloat64));
+    startup_->made = std::max(startup_->made, first + k);
+  }
+  // The products not made are not held.
+  void finish() {
+    if (!startup_) return;
+    startup_->products.resize(static_cast<std::size_t>(startup_->made * e_.n));
+    startup_->products.shrink_to_fit();
+  }
+
+ private:
+  HvpEngine::Impl& e_;
+  StartupProducts* startup_;
+  ScratchPanel scratch_;
+};
+
+// The peak bytes of the product of measuring vectors [first, first + k) (peak_bytes_of), and its
+// seconds; its result into `result` where given; `reference`: the first vector's product alone.
+double peak_of_product(HvpEngine::Impl& e, MeasuringVectors& vectors, int64_t first, int64_t k, double& seconds,
+                       std::vector<torch::Tensor>* result = nullptr,
+                       const std::vector<torch::Tensor>* reference = nullptr) {
   return peak_bytes_of([&] {
     const auto start = std::chrono::steady_clock::now();
-    e.compute(0, k, out.narrow(0, 0, k));
+    auto r = e.product(vectors.parts(first, k), k, reference);
+    vectors.keep(first, k, r);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (result) *result = std::move(r);
   });
+}
+
+// The first-order graph is built (and kept, where there is one micro-batch) before anything is
+// measured or timed: it is the process's memory, not a product's, and builds the kernels' state.
+void build_first_graph(HvpEngine::Impl& e) {
+  if (e.p.batches.empty()) return;
+  std::unique_ptr<CurvatureGraph> scratch;
+  e.graph(e.p.batches.front(), scratch);
 }
 
 // The compiled product computes the loss and its gradient anew with every call; the eager one keeps
@@ -333,12 +407,10 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
   if (!e.compiled) return;
   const int64_t width = std::min(e.compiled->width(), e.n), saved = e.panel;
   e.panel = width;
-  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
-  std::vector<char> buffer(static_cast<std::size_t>(width * e.n) * element);
-  const torch::Tensor out = torch::from_blob(buffer.data(), {width, e.n}, e.p.scalar_type);
+  const ScratchPanel out(e, width);
   const auto seconds_of = [&] {
     const auto start = std::chrono::steady_clock::now();
-    e.compute(0, width, out.narrow(0, 0, width));
+    e.compute(0, width, out.tensor);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   const double compiled = seconds_of();
@@ -363,34 +435,37 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
 
 }  // namespace
 
-double HvpEngine::measure_column_bytes() {
+double HvpEngine::measure_column_bytes(StartupProducts* startup) {
   Impl& e = *impl_;
   const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
   const double floor = 4.0 * static_cast<double>(e.n) * static_cast<double>(element);
   // Batched products (two columns and more) are what the runs make; one column takes another path.
   const int64_t a = std::min<int64_t>(2, e.n), b = std::min<int64_t>(4, e.n);
+  if (startup && (startup->count < a + b || startup->vectors.size() != static_cast<std::size_t>(startup->count * e.n)))
+    startup = nullptr;
   const int64_t saved = e.panel;
   e.panel = b;
-  std::vector<char> buffer(static_cast<std::size_t>(b * e.n) * element);
-  torch::Tensor out = torch::from_blob(buffer.data(), {b, e.n}, e.p.scalar_type);
-  // The first product builds (and caches) the first-order graph and checks the batched path. A
-  // single vector takes the unbatched path, whose memory is its own. The peaks of a product of a
-  // columns and of b columns then give what each column adds and what a product holds whatever its
-  // width: torch's tensors and all else (oneDNN's scratch memory, the autograd bookkeeping). Where
-  // a columns already cost more per vector than one alone, the run takes one column per pass and
-  // the product of b is not made (4 of the 10 start-up products on ResNet-20).
-  e.compute(0, a, out.narrow(0, 0, a));
+  build_first_graph(e);
   keep_the_faster_product(e);
+  // The peaks of a product of one vector (which takes its own path), of a columns (batched, and
+  // checked against the first) and of b columns give what each column adds and what a product
+  // holds whatever its width: torch's tensors and all else (oneDNN's scratch memory, the autograd
+  // bookkeeping). Where a columns already cost more per vector than one alone, the run takes one
+  // column per pass and the product of b is not made.
+  MeasuringVectors vectors(e, startup, b);
   double single_seconds = 0, seconds = 0;
-  e.single_bytes = std::max(peak_of_product(e, 1, out, single_seconds), floor);
-  const double at_a = peak_of_product(e, a, out, seconds);
+  std::vector<torch::Tensor> first;
+  e.single_bytes = std::max(peak_of_product(e, vectors, 0, 1, single_seconds, &first), floor);
+  const double at_a = peak_of_product(e, vectors, 0, a, seconds, nullptr, &first);
+  first.clear();
   int64_t width = a;
   double at_b = at_a;
   if (e.batched && b > a && !one_column_is_faster(e, seconds / static_cast<double>(a), single_seconds)) {
-    at_b = peak_of_product(e, b, out, seconds);
+    at_b = peak_of_product(e, vectors, a, b, seconds);
     width = b;
   }
-  const int64_t device_fits = e.p.device.is_cuda() ? fit_to_device(e, a, b, out) : e.n;
+  vectors.finish();
+  const int64_t device_fits = e.p.device.is_cuda() ? fit_to_device(e, a, b) : e.n;
   e.panel = e.panel_given ? saved : std::min(saved, device_fits);
   if (e.compiled && !e.panel_given) e.panel = std::min(e.panel, e.compiled->width());  // a product's width
   prefer_the_faster_path(e, width, seconds / static_cast<double>(width), single_seconds);
@@ -408,10 +483,8 @@ double HvpEngine::measure_product_bytes(int64_t k) {
   k = std::max<int64_t>(1, std::min(k, e.n));
   const int64_t saved = e.panel;
   e.panel = k;
-  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
-  std::vector<char> buffer(static_cast<std::size_t>(k * e.n) * element);
-  const torch::Tensor out = torch::from_blob(buffer.data(), {k, e.n}, e.p.scalar_type);
-  const double peak = peak_bytes_of([&] { e.compute(0, k, out); });
+  const ScratchPanel out(e, k);
+  const double peak = peak_bytes_of([&] { e.compute(0, k, out.tensor); });
   e.panel = saved;
   return peak;
 }
@@ -459,14 +532,7 @@ void HvpEngine::columns(int64_t j0, int64_t j1, float* panel) {
 
 void HvpEngine::apply(const double* v, int64_t k, double* out) {
   Impl& e = *impl_;
-  auto in = torch::from_blob(const_cast<double*>(v), {k, e.n}, torch::kFloat64).to(e.tensor_options());
-  std::vector<torch::Tensor> parts;
-  for (std::size_t i = 0; i < e.p.params.size(); ++i) {
-    const auto& info = e.p.layout.parameters()[i];
-    parts.push_back(in.narrow(1, info.offset, info.size).reshape(with_batch(k, e.p.params[i].sizes())));
-  }
-  auto r = (e.batched && k > 1) ? e.batched_or_fallback(parts, k) : e.hvp(parts, k, false);
-  e.scatter(r, k, torch::from_blob(out, {k, e.n}, torch::kFloat64));
+  e.scatter(e.product(e.parts_of(v, k), k), k, torch::from_blob(out, {k, e.n}, torch::kFloat64));
 }
 
 }  // namespace dhess

@@ -25,6 +25,19 @@ def wasserstein1(x, wx, y, wy):
     return float(np.sum(np.abs(fx - fy)[:-1] * np.diff(grid)))
 
 
+def rademacher(seed, stream, n):
+    """dhess's Rademacher probe (linalg/probes.hpp), entries 0..n-1, written out independently."""
+    def mix(x):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+    with np.errstate(over="ignore"):
+        rows = np.arange(n, dtype=np.uint64)
+        key = mix(np.uint64(stream) * np.uint64(0x100000001B3) + rows)
+        return np.where(mix(np.uint64(seed) ^ key) & np.uint64(1), 1.0, -1.0)
+
+
 class Spectrum(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -157,6 +170,23 @@ class Spectrum(unittest.TestCase):
         self.assertIn("n = 164165", err)
         self.assertIn("vectors memory holds", err)
         self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
+
+    def test_hutchinson_trace_is_the_mean_of_its_probes_forms(self):
+        # The start-up measures the products' memory and time on the trace's first probes and
+        # keeps their products for the trace phase: the estimate must be exactly that of the
+        # probes, zᵀHz with the oracle's H, the kept ones included.
+        out = os.path.join(self.tmp.name, "hutchinson")
+        code, _, err = dhess(RANKS, "spectrum", "--model", oracle("convnet.pt"), "--data", oracle("convnet_data.pt"),
+                             "--loss", "cross_entropy", "--top", "0", "--bottom", "0", "--slq-probes", "0",
+                             "--trace-probes", "9", "--trace-estimator", "hutchinson", "--diagonal", "none",
+                             "--seed", "7", "--out", out)
+        self.assertEqual(code, 0, err)
+        s = json.load(open(os.path.join(out, "summary.json")))
+        self.assertEqual(s["startup_products"], {"kept": 6, "used": 6})
+        forms = [z @ self.H @ z for z in (rademacher(7, 2000 + c, self.H.shape[0]) for c in range(9))]
+        scale = np.abs(forms).max()
+        self.assertLessEqual(abs(s["trace"]["hutchinson"] - np.mean(forms)), 1e-10 * scale)
+        self.assertAlmostEqual(s["trace"]["hutchinson_stderr"], np.std(forms, ddof=1) / 3, delta=1e-10 * scale)
 
     def test_hutchinson_diagonal_is_within_its_stated_error(self):
         out = os.path.join(self.tmp.name, "d")

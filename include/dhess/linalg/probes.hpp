@@ -19,6 +19,16 @@ inline double uniform(uint64_t seed, uint64_t stream, uint64_t row) {
   return static_cast<double>(mix(seed ^ mix(stream * 0x100000001b3ull + row)) >> 11) * 0x1.0p-53 - 0.5;
 }
 
+// The streams of the matrix-free phases' probes: SLQ's starting vectors, Hutchinson's trace probes,
+// Hutch++'s sketch and its remainder's probes, the diagonal's probes. Probe c is stream + c.
+constexpr uint64_t kSlqStream = 1000, kHutchinsonStream = 2000, kHutchppSketchStream = 3000, kHutchppStream = 4000,
+                   kDiagonalStream = 5000;
+
+// Entry `row` of SLQ's starting vector p: a Rademacher vector of unit norm in n dimensions.
+inline double slq_start(uint64_t seed, uint64_t p, uint64_t row, int64_t n) {
+  return rademacher(seed, kSlqStream + p, row) / std::sqrt(double(n));
+}
+
 // A standard normal entry (Box-Muller over two uniforms in (0, 1)), for Gaussian sketches.
 inline double gaussian(uint64_t seed, uint64_t stream, uint64_t row) {
   const uint64_t key = mix(stream * 0x100000001b3ull + row);

@@ -33,9 +33,11 @@ struct SpectrumPlan {
 
 // Measures the model's memory per column on this rank's data shard (`engine`; builds its graph),
 // takes the largest over ranks, and fits the product width to `budget` (agreed by all ranks):
-// at most --panel (64 by default). Collective.
+// at most --panel (64 by default). The measuring products are of `startup`'s vectors where given
+// (HvpEngine::measure_column_bytes), and those it keeps are counted in the process. Collective.
 SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, HvpEngine& engine, Dtype dtype,
-                           int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm);
+                           int64_t max_columns, const MemoryBudget& budget, MPI_Comm comm,
+                           StartupProducts* startup = nullptr);
 // Why the plan does not fit (even one vector per product), with the numbers.
 std::string spectrum_refusal(const SpectrumPlan& plan, Dtype dtype);
 

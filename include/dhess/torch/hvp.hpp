@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dhess/torch/problem.hpp"
 
@@ -18,6 +19,17 @@ struct HvpOptions {
   std::string compiled;  // --compiled: AOTInductor packages of `dhess compile` (a .pt2 or a directory)
 };
 
+// Vectors a caller will want the products of later (the first probes of a matrix-free run), for
+// the start-up's measuring products to be made of: `vectors` holds count full n-vectors (vector c
+// at c n); `products` gets this rank's products of the first `made` of them (its share of the data).
+struct StartupProducts {
+  std::vector<double> vectors, products;
+  int64_t count = 0, made = 0;
+};
+// Vectors the measuring products take: one alone, two batched, four batched (the first of the two is
+// the single one again, which checks the batched path).
+constexpr int64_t kMeasuringVectors = 6;
+
 class HvpEngine {
  public:
   HvpEngine(Problem& problem, const HvpOptions& options);
@@ -27,10 +39,12 @@ class HvpEngine {
   int64_t panel_width() const;
   // The memory one more column of a batched product takes (its vector, its product and the
   // backward temporaries, which grow with the model's activations), measured on the model as the
-  // bytes torch takes for a product of one column and of two; builds the first-order graph first.
-  // Never below 4 n-vectors. Under --hvp-mode auto it also times the products, and takes one vector
-  // per pass where batching costs more per vector (mode_description() says so).
-  double measure_column_bytes();
+  // bytes torch takes for products of one, two and four columns; builds the first-order graph
+  // first. Never below 4 n-vectors. Under --hvp-mode auto it also times the products, and takes one
+  // vector per pass where batching costs more per vector (mode_description() says so). The
+  // products are of unit vectors, or of `startup`'s vectors where it holds kMeasuringVectors of
+  // them, whose products it then keeps for the caller.
+  double measure_column_bytes(StartupProducts* startup = nullptr);
   // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
   double column_bytes() const;
   double product_bytes() const;
