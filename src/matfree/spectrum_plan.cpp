@@ -94,17 +94,43 @@ void fit_trace_chunk(const SpectrumOptions& so, const RowShard& shard, SpectrumP
   plan_phases(so, shard, p);
 }
 
-// The most vectors any phase hands to one product: the Ritz pairs' check, the SLQ probes in
+// The most vectors each phase hands to one product: the Ritz pairs' check, the SLQ probes in
 // lockstep, the trace's probes (Hutch++: its sketch and the rest, a third and a third more), a
 // block of the diagonal.
-int64_t widest_product(const SpectrumOptions& so, int64_t trace_chunk) {
+struct PhaseWidths {
+  int64_t lanczos = 0, slq = 0, trace = 0, diagonal = 0;
+};
+PhaseWidths phase_widths(const SpectrumOptions& so, int64_t trace_chunk) {
   const int64_t t = std::min(so.trace_probes, trace_chunk), third = std::max<int64_t>(1, t / 3);
   const int64_t hutchpp = std::max(third, t - 2 * third);
-  const int64_t trace = so.trace_estimator == TraceEstimator::hutchpp      ? hutchpp
-                        : so.trace_estimator == TraceEstimator::hutchinson ? t
-                                                                           : std::max(t, hutchpp);
-  const int64_t diagonal = so.diagonal == DiagonalMode::none ? 0 : so.diagonal == DiagonalMode::hutchinson ? 16 : 64;
-  return std::max<int64_t>({1, so.top + so.bottom, so.slq_probes, trace, diagonal});
+  PhaseWidths w;
+  w.lanczos = so.top + so.bottom;
+  w.slq = so.slq_probes;
+  w.trace = so.trace_estimator == TraceEstimator::hutchpp      ? hutchpp
+            : so.trace_estimator == TraceEstimator::hutchinson ? t
+                                                               : std::max(t, hutchpp);
+  w.diagonal = so.diagonal == DiagonalMode::none ? 0 : so.diagonal == DiagonalMode::hutchinson ? 16 : 64;
+  return w;
+}
+
+int64_t widest_product(const SpectrumOptions& so, int64_t trace_chunk) {
+  const PhaseWidths w = phase_widths(so, trace_chunk);
+  return std::max<int64_t>({1, w.lanczos, w.slq, w.trace, w.diagonal});
+}
+
+// A product of k vectors at most the planned width; one vector's, which takes its own path, may be
+// the larger.
+double product_at(const SpectrumPlan& p, int64_t k) {
+  return std::max(p.single, p.product + static_cast<double>(std::clamp<int64_t>(k, 1, p.product_columns)) * p.column);
+}
+
+// The phases run one after another: each phase's vectors beside the products it makes (Lanczos's
+// steps are of one vector, its Ritz check of all pairs), the largest; at least the widest product
+// (the --blocks phase, --nonzero's sketch).
+double peak_of_phases(const SpectrumOptions& so, const SpectrumPlan& p) {
+  const PhaseWidths w = phase_widths(so, p.trace_chunk);
+  return std::max({p.products + p.nonzero, p.lanczos + product_at(p, w.lanczos), p.slq + product_at(p, w.slq),
+                   p.trace + product_at(p, w.trace), p.diagonal + product_at(p, w.diagonal)});
 }
 
 // As many vectors per product as the memory left holds, at most max_columns and the widest any
@@ -168,9 +194,24 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   SpectrumPlan p;
   p.available = budget.bytes;
   p.available_source = budget.source;
-  run_collectively(comm, [&] { engine.measure_column_bytes(startup); });
-  // Where batching was measured to buy nothing, the engine narrowed its panel (hvp.hpp).
+  // The slowest rank's times decide for all: ranks that batch differently plan differently.
+  HvpEngine::ProductTimes times;
+  auto agree = [&] {
+    double t[2] = {times.single, times.batched};
+    MPI_Allreduce(MPI_IN_PLACE, t, 2, MPI_DOUBLE, MPI_MAX, comm);
+    times.single = t[0];
+    times.batched = t[1];
+  };
+  run_collectively(comm, [&] { times = engine.measure_first_products(startup); });
+  agree();
+  run_collectively(comm, [&] { times = engine.measure_wider_product(times); });
+  agree();
+  run_collectively(comm, [&] { engine.choose_product_path(times); });
+  // Where batching was measured to buy nothing, the engine narrowed its panel (hvp.hpp). Every
+  // product is a collective of as many vectors on each rank: the narrowest, should a GPU's memory
+  // have narrowed one.
   max_columns = std::min(max_columns, engine.panel_width());
+  MPI_Allreduce(MPI_IN_PLACE, &max_columns, 1, MPI_INT64_T, MPI_MIN, comm);
   // The operator gathers each vector whole and reduce-scatters its product: two n-vectors, and the
   // float32 copy that goes into torch.
   const double n = static_cast<double>(shard.n);
@@ -200,7 +241,7 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
     p.basis_columns = std::min<int64_t>(shard.n, std::max<int64_t>(0, static_cast<int64_t>(room / per_vector)));
     p.nonzero = per_vector * static_cast<double>(p.basis_columns);
   }
-  p.total = p.baseline + p.products + std::max(largest_phase(p), p.nonzero);
+  p.total = p.baseline + peak_of_phases(so, p);
   return p;
 }
 

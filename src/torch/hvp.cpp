@@ -50,12 +50,15 @@ struct HvpEngine::Impl {
   bool batched = true;
   bool automatic = true;     // --hvp-mode auto: batched unless it costs more per vector
   bool panel_given = false;  // --panel: its width stands
-  std::string narrowed;      // why the panel is narrower than memory allows
   std::string reason;        // why the one-column path is used
   bool verified = false;
   double column_bytes = 0;                    // measured by measure_column_bytes(): what each column of a product adds
   double product_bytes = 0;                   // and what a product holds whatever its width
   double single_bytes = 0;                    // a product of one vector (the unbatched path)
+  double at_a = 0, at_b = 0;                  // while measuring: the peaks of products of 2 and 4 vectors
+  int64_t panel_asked = 1;                    // while measuring: the panel before it
+  int64_t measured = 0;                       // while measuring: the vectors with products, from the first
+  StartupProducts* startup = nullptr;         // while measuring: the caller's vectors, or none
   std::string device_fit;                     // on a GPU: what its memory holds (fit_to_device)
   std::unique_ptr<CompiledProduct> compiled;  // --compiled: its packages that fit the run
   std::string compiled_note;                  // why --compiled is not (or not always) used
@@ -68,7 +71,7 @@ struct HvpEngine::Impl {
   std::unique_ptr<CurvatureGraph> cached;
   const CurvatureGraph& graph(const MicroBatch& batch, std::unique_ptr<CurvatureGraph>& scratch) {
     if (p.batches.size() == 1) {
-      if (!cached) cached = p.curvature_graph(batch);
+      if (!cached) cached = p.first_graph ? std::move(p.first_graph) : p.curvature_graph(batch);
       return *cached;
     }
     scratch = p.curvature_graph(batch);
@@ -274,29 +277,24 @@ namespace {
 
 // Batching several vectors into one backward pass pays where it amortizes the pass (small layers,
 // GPUs). On a CPU a convolution's double backward costs about as much per vector batched as alone,
-// and wide batches cost more: their tensors pass glibc's 32 MiB mmap threshold and are faulted in
-// afresh by every product (ResNet-20, 200 images on 2 ranks: 1.6 s per vector at width 4, 2.5 s
-// at 28, 1.7 s alone; bench/RESULTS.md, h). So where a product takes long enough to time (50 ms):
-// one vector per pass where width 2 or 4 costs 10% more per vector than one alone, at most 4 per
-// pass where it saves less than 20%, and the width the memory allows otherwise. Exact either way.
+// and more memory; and one product's time varies by a fifth from one product to the next (ResNet-20,
+// 200 images on 2 ranks: single products 1.2-1.7 s; a 52-probe trace at 4 vectors per pass 1.45 s
+// per vector, 1.18 s alone, after the start-up had timed 4 within 10% of one). So where a product
+// takes long enough to time (50 ms), batching is kept only where it saved a fifth per vector, and
+// the run takes one vector per pass otherwise. Exact either way.
 bool timed(const HvpEngine::Impl& e, double single_seconds) {
   return e.automatic && e.batched && single_seconds >= 0.05;
 }
-bool one_column_is_faster(const HvpEngine::Impl& e, double batched_seconds, double single_seconds) {
-  return timed(e, single_seconds) && batched_seconds > 1.1 * single_seconds;
+bool batching_pays(const HvpEngine::Impl& e, double batched_seconds, double single_seconds) {
+  return !timed(e, single_seconds) || batched_seconds < 0.8 * single_seconds;
 }
-void prefer_the_faster_path(HvpEngine::Impl& e, int64_t width, double batched_seconds, double single_seconds) {
-  if (!timed(e, single_seconds) || batched_seconds < 0.8 * single_seconds) return;
+void prefer_the_faster_path(HvpEngine::Impl& e, double batched_seconds, double single_seconds) {
+  if (batching_pays(e, batched_seconds, single_seconds)) return;
   char text[160];
   std::snprintf(text, sizeof text, "batched products took %.3g s per vector on this model, one alone %.3g s",
                 batched_seconds, single_seconds);
-  if (one_column_is_faster(e, batched_seconds, single_seconds)) {
-    e.batched = false;
-    e.reason = text;
-  } else if (!e.panel_given) {
-    e.panel = std::min(e.panel, width);
-    e.narrowed = std::string(": ") + text;
-  }
+  e.batched = false;
+  e.reason = text;
 }
 
 // What each column of a product adds and what a product holds whatever its width, from the peaks
@@ -346,28 +344,20 @@ int64_t fit_to_device(HvpEngine::Impl& e, int64_t a, int64_t b) {
 // vectors (columns of H, the dense run's products), whose are not.
 class MeasuringVectors {
  public:
-  MeasuringVectors(HvpEngine::Impl& e, StartupProducts* startup, int64_t width)
-      : e_(e), startup_(startup), scratch_(e, width) {
-    if (!startup_) return;
-    startup_->made = 0;
-    startup_->products.assign(static_cast<std::size_t>(kMeasuringVectors * e.n), 0.0);
-  }
+  MeasuringVectors(HvpEngine::Impl& e, int64_t width) : e_(e), startup_(e.startup), scratch_(e, width) {}
 
   // The parts of vectors [first, first + k) (unit vectors within the first n where n is small).
   std::vector<torch::Tensor> parts(int64_t first, int64_t k) const {
     if (startup_) return e_.parts_of(startup_->vectors.data() + first * e_.n, k);
     return e_.unit_panel(std::min(first, e_.n - k), k);
   }
+  // The products kept are those of vectors 0, 1, ... without a gap: a gap would be kept as zeros.
   void keep(int64_t first, int64_t k, const std::vector<torch::Tensor>& products) {
+    if (first > e_.measured) throw InternalError("a measuring product skipped vector " + std::to_string(e_.measured));
+    e_.measured = std::max(e_.measured, first + k);
     if (!startup_) return e_.scatter(products, k, scratch_.tensor.narrow(0, 0, k));
     e_.scatter(products, k, torch::from_blob(startup_->products.data() + first * e_.n, {k, e_.n}, torch::kFloat64));
-    startup_->made = std::max(startup_->made, first + k);
-  }
-  // The products not made are not held.
-  void finish() {
-    if (!startup_) return;
-    startup_->products.resize(static_cast<std::size_t>(startup_->made * e_.n));
-    startup_->products.shrink_to_fit();
+    startup_->made = e_.measured;
   }
 
  private:
@@ -435,47 +425,80 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
 
 }  // namespace
 
-double HvpEngine::measure_column_bytes(StartupProducts* startup) {
+// The measuring products' widths: one vector alone, a batched, b batched.
+constexpr int64_t kPair = 2, kQuad = 4;
+
+HvpEngine::ProductTimes HvpEngine::measure_first_products(StartupProducts* startup) {
   Impl& e = *impl_;
-  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
-  const double floor = 4.0 * static_cast<double>(e.n) * static_cast<double>(element);
-  // Batched products (two columns and more) are what the runs make; one column takes another path.
-  const int64_t a = std::min<int64_t>(2, e.n), b = std::min<int64_t>(4, e.n);
-  if (startup && (startup->count < a + b || startup->vectors.size() != static_cast<std::size_t>(startup->count * e.n)))
-    startup = nullptr;
-  const int64_t saved = e.panel;
+  const int64_t a = std::min(kPair, e.n), b = std::min(kQuad, e.n);
+  const bool given = startup && startup->count >= 1 + a + b &&
+                     startup->vectors.size() == static_cast<std::size_t>(startup->count * e.n);
+  e.startup = given ? startup : nullptr;
+  if (e.startup) {
+    e.startup->made = 0;
+    e.startup->products.assign(static_cast<std::size_t>((1 + a + b) * e.n), 0.0);
+  }
+  e.panel_asked = e.panel;
   e.panel = b;
+  e.measured = 0;
   build_first_graph(e);
   keep_the_faster_product(e);
   // The peaks of a product of one vector (which takes its own path), of a columns (batched, and
-  // checked against the first) and of b columns give what each column adds and what a product
-  // holds whatever its width: torch's tensors and all else (oneDNN's scratch memory, the autograd
-  // bookkeeping). Where a columns already cost more per vector than one alone, the run takes one
-  // column per pass and the product of b is not made.
-  MeasuringVectors vectors(e, startup, b);
-  double single_seconds = 0, seconds = 0;
+  // checked against the first vector alone) and of b columns give what each column adds and what a
+  // product holds whatever its width: torch's tensors and all else (oneDNN's scratch memory, the
+  // autograd bookkeeping).
+  MeasuringVectors vectors(e, a);
   std::vector<torch::Tensor> first;
-  e.single_bytes = std::max(peak_of_product(e, vectors, 0, 1, single_seconds, &first), floor);
-  const double at_a = peak_of_product(e, vectors, 0, a, seconds, nullptr, &first);
-  first.clear();
-  int64_t width = a;
-  double at_b = at_a;
-  if (e.batched && b > a && !one_column_is_faster(e, seconds / static_cast<double>(a), single_seconds)) {
-    at_b = peak_of_product(e, vectors, a, b, seconds);
-    width = b;
+  ProductTimes t;
+  double seconds = 0;
+  e.single_bytes = peak_of_product(e, vectors, 0, 1, t.single, &first);
+  e.at_a = e.at_b = peak_of_product(e, vectors, 0, a, seconds, nullptr, &first);
+  t.batched = seconds / static_cast<double>(a);
+  // The first product also pays for first calls, so its time is high: where batching looks worth
+  // it beside it, one vector alone is timed again, on the vector after the pair.
+  if (batching_pays(e, t.batched, t.single))
+    e.single_bytes = std::max(e.single_bytes, peak_of_product(e, vectors, e.measured, 1, t.single));
+  return t;
+}
+
+HvpEngine::ProductTimes HvpEngine::measure_wider_product(const ProductTimes& agreed) {
+  Impl& e = *impl_;
+  const int64_t a = std::min(kPair, e.n), b = std::min(kQuad, e.n);
+  if (!e.batched || b <= a || !batching_pays(e, agreed.batched, agreed.single)) return agreed;
+  MeasuringVectors vectors(e, b);
+  double seconds = 0;
+  e.at_b = peak_of_product(e, vectors, e.measured, b, seconds);
+  return {agreed.single, seconds / static_cast<double>(b)};
+}
+
+void HvpEngine::choose_product_path(const ProductTimes& agreed) {
+  Impl& e = *impl_;
+  const int64_t a = std::min(kPair, e.n), b = std::min(kQuad, e.n);
+  if (e.startup) {  // the products not made are not held
+    e.startup->products.resize(static_cast<std::size_t>(e.startup->made * e.n));
+    e.startup->products.shrink_to_fit();
+    e.startup = nullptr;
   }
-  vectors.finish();
+  const std::size_t element = e.p.scalar_type == torch::kFloat64 ? 8 : 4;
+  const double floor = 4.0 * static_cast<double>(e.n) * static_cast<double>(element);
+  e.single_bytes = std::max(e.single_bytes, floor);
   const int64_t device_fits = e.p.device.is_cuda() ? fit_to_device(e, a, b) : e.n;
-  e.panel = e.panel_given ? saved : std::min(saved, device_fits);
+  e.panel = e.panel_given ? e.panel_asked : std::min(e.panel_asked, device_fits);
   if (e.compiled && !e.panel_given) e.panel = std::min(e.panel, e.compiled->width());  // a product's width
-  prefer_the_faster_path(e, width, seconds / static_cast<double>(width), single_seconds);
+  prefer_the_faster_path(e, agreed.batched, agreed.single);
   // Never below the vector, its product and the backward temporaries: 4 n-vectors. One column per
-  // pass holds one product's memory whatever the width, and each column its vectors.
+  // pass holds one product's memory whatever the width (its temporaries), and each column only its
+  // vector and its product: 2 n-vectors (4 overstated ResNet-20's 52-vector trace by 0.2 GB a rank).
+  const double own = 2.0 * static_cast<double>(e.n) * static_cast<double>(element);
   const ProductMemory m =
-      e.batched ? product_memory(at_a, at_b, a, b, floor) : ProductMemory{floor, std::max(0.0, e.single_bytes - floor)};
+      e.batched ? product_memory(e.at_a, e.at_b, a, b, floor) : ProductMemory{own, std::max(0.0, e.single_bytes - own)};
   e.column_bytes = m.column;
   e.product_bytes = m.product;
-  return e.column_bytes;
+}
+
+double HvpEngine::measure_column_bytes(StartupProducts* startup) {
+  choose_product_path(measure_wider_product(measure_first_products(startup)));
+  return impl_->column_bytes;
 }
 
 double HvpEngine::measure_product_bytes(int64_t k) {
@@ -515,8 +538,7 @@ std::string HvpEngine::mode_description() const {
            " vectors per product, " + std::to_string(e.panel) + " columns per pass" +
            (e.compiled_note.empty() ? "" : "; " + e.compiled_note) + device + ")";
   const std::string eager = e.compiled_note.empty() ? "" : "; eager: " + e.compiled_note;
-  if (e.batched)
-    return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + e.narrowed + eager + device + ")";
+  if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + eager + device + ")";
   return "one column per pass (" + e.reason + eager + device + ")";
 }
 

@@ -94,6 +94,7 @@ Samples load_model_and_samples(Problem::Impl& p) {
 struct FirstPass {
   double loss = 0;
   std::vector<torch::Tensor> gradient, curvature;  // per parameter; undefined where unused
+  std::unique_ptr<CurvatureGraph> graph;           // the graph, where there is one micro-batch
 };
 
 void accumulate(std::vector<torch::Tensor>& sum, std::size_t i, const torch::Tensor& part) {
@@ -115,9 +116,9 @@ std::vector<torch::Tensor> product_with_ones(const Problem::Impl& p, const Curva
 }
 
 FirstPass first_pass(const Problem::Impl& p) {
-  FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size())};
+  FirstPass pass{0, std::vector<torch::Tensor>(p.params.size()), std::vector<torch::Tensor>(p.params.size()), {}};
   for (const auto& batch : p.batches) {
-    const std::unique_ptr<CurvatureGraph> graph = p.curvature_graph(batch);
+    std::unique_ptr<CurvatureGraph> graph = p.curvature_graph(batch);
     const double v = graph->loss().item<double>();
     if (!std::isfinite(v))
       throw InputError("the loss is " + std::to_string(v) + " at the model's parameters" +
@@ -130,6 +131,7 @@ FirstPass first_pass(const Problem::Impl& p) {
     const std::vector<torch::Tensor> cv = product_with_ones(p, *graph);
     for (std::size_t i = 0; i < cv.size(); ++i)
       if (cv[i].defined()) accumulate(pass.curvature, i, cv[i]);
+    if (p.batches.size() == 1) pass.graph = std::move(graph);
   }
   return pass;
 }
@@ -211,8 +213,8 @@ std::string Problem::loss_name() const { return dhess::loss_name(impl_->loss); }
 std::string Problem::description() const { return impl_->description; }
 
 ProblemCheck Problem::check() {
-  const Impl& p = *impl_;
-  const FirstPass pass = first_pass(p);
+  Impl& p = *impl_;
+  FirstPass pass = first_pass(p);
   ProblemCheck result;
   result.loss = pass.loss;
   result.gradient.assign(static_cast<std::size_t>(p.layout.n()), 0.0);
@@ -227,6 +229,7 @@ ProblemCheck Problem::check() {
   }
   for (std::size_t i = 0; i < p.params.size(); ++i)
     require_finite_curvature(p.spec.curvature, p.layout.parameters()[i], pass.curvature[i], pass.loss);
+  p.first_graph = std::move(pass.graph);
   return result;
 }
 

@@ -54,6 +54,9 @@ struct Problem::Impl {
   // micro-batch's share of the whole mean is its count over the total. Empty: every sample
   // counts alike.
   std::vector<int64_t> counted;
+  // check()'s curvature graph where there is one micro-batch: the first HvpEngine takes it rather
+  // than build the same graph again.
+  std::unique_ptr<CurvatureGraph> first_graph;
 
   // Micro-batches of samples [begin, end), weighted as shares of the whole data set.
   void split(int64_t begin, int64_t end);

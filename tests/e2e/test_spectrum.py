@@ -182,7 +182,7 @@ class Spectrum(unittest.TestCase):
                              "--seed", "7", "--out", out)
         self.assertEqual(code, 0, err)
         s = json.load(open(os.path.join(out, "summary.json")))
-        self.assertEqual(s["startup_products"], {"kept": 6, "used": 6})
+        self.assertEqual(s["startup_products"], {"kept": 7, "used": 7})
         forms = [z @ self.H @ z for z in (rademacher(7, 2000 + c, self.H.shape[0]) for c in range(9))]
         scale = np.abs(forms).max()
         self.assertLessEqual(abs(s["trace"]["hutchinson"] - np.mean(forms)), 1e-10 * scale)

@@ -26,9 +26,9 @@ struct StartupProducts {
   std::vector<double> vectors, products;
   int64_t count = 0, made = 0;
 };
-// Vectors the measuring products take: one alone, two batched, four batched (the first of the two is
-// the single one again, which checks the batched path).
-constexpr int64_t kMeasuringVectors = 6;
+// Vectors the measuring products take: one alone, two batched (the first of them the single one
+// again, which checks the batched path), one alone timed again where needed, four batched.
+constexpr int64_t kMeasuringVectors = 7;
 
 class HvpEngine {
  public:
@@ -41,10 +41,20 @@ class HvpEngine {
   // backward temporaries, which grow with the model's activations), measured on the model as the
   // bytes torch takes for products of one, two and four columns; builds the first-order graph
   // first. Never below 4 n-vectors. Under --hvp-mode auto it also times the products, and takes one
-  // vector per pass where batching costs more per vector (mode_description() says so). The
+  // vector per pass where batching does not save a fifth per vector (mode_description() says so). The
   // products are of unit vectors, or of `startup`'s vectors where it holds kMeasuringVectors of
   // them, whose products it then keeps for the caller.
   double measure_column_bytes(StartupProducts* startup = nullptr);
+  // The same in three steps, for ranks that must decide alike (each times its own products): the
+  // graph, products of one vector, of two batched (and of one again where needed to time it); of four batched
+  // where the times agreed so far leave batching worth it; the path and the memory per column from
+  // the times agreed last. Seconds per vector of one alone and batched (the widest timed).
+  struct ProductTimes {
+    double single = 0, batched = 0;
+  };
+  ProductTimes measure_first_products(StartupProducts* startup = nullptr);
+  ProductTimes measure_wider_product(const ProductTimes& agreed);
+  void choose_product_path(const ProductTimes& agreed);
   // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
   double column_bytes() const;
   double product_bytes() const;
