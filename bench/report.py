@@ -757,7 +757,7 @@ class Report:
             self.w("ResNet-20 (n = 272,474, 200 images, float32): section h's top-1 + 52-probe trace, dhess on 2 "
                    "ranks × 1 thread eager and with `--compiled` (packages of the 2 shards, width 1, `--threads 2` "
                    "to compile), and PyHessian's algorithms on 2 threads, in one run.\n")
-            self.w(table(["run", "wall s", "HVPs", "top eigenvalue", "trace", "peak RSS per rank", "HVP mode"], resnet))
+            self.w(table(["run", "wall s", "HVPs", "top eigenvalue", "trace", "peak RSS per rank", "start-up s (its products the phases used)", "HVP mode"], resnet))
         self.w("")
 
     def compiled_convnet_rows(self):
@@ -811,14 +811,16 @@ class Report:
             if not s:
                 continue
             top = max((p["eigenvalue"] for p in s.get("lanczos", {}).get("pairs", [])), default=None)
+            used = s.get("startup_products", {}).get("used")
+            startup = s["timings_seconds"].get("startup")
             rows.append([label, t.get("wall_seconds"), count(s.get("hvp_products")), fmt(top, 5),
                          fmt(s.get("trace", {}).get("value")), gb(max(s["memory"]["peak_rss_per_rank"])),
-                         s["hvp"]["mode"]])
+                         "—" if startup is None else "{:.1f} ({} used)".format(startup, used or 0), s["hvp"]["mode"]])
         peer = self.raw.get("j_peer_top1_trace52.json")
         if rows and peer:
             rows.append(["PyHessian's algorithms (bench/pyhessian_peer.py, 2 threads)", peer["wall_seconds"],
                          count(peer["hvps_total"]), fmt((peer["values"].get("top_eigenvalues") or [None])[0], 5),
-                         fmt(peer["values"].get("trace")), gb(peer["peak_rss_bytes"]), "—"])
+                         fmt(peer["values"].get("trace")), gb(peer["peak_rss_bytes"]), "—", "—"])
         compiled, peer = self.raw.time("j_dhess_top1_trace52_compiled"), self.raw.get("j_peer_top1_trace52.json")
         if compiled and peer and compiled.get("wall_seconds"):
             ratio = compiled["wall_seconds"] / peer["wall_seconds"]

@@ -391,8 +391,9 @@ void build_first_graph(HvpEngine::Impl& e) {
 // The compiled product computes the loss and its gradient anew with every call; the eager one keeps
 // the first-order graph across products where a rank has one micro-batch, and then pays only the
 // second backward pass (ResNet-20, 100 images a rank: 1.34-1.67 s per compiled product, 1.03 s eager).
-// Where a product takes long enough to time, a product of the package's width is timed both ways
-// (the eager one after the pass that builds its graph) and the faster kept.
+// Where a product takes long enough to time, a product of the package's width is timed both ways,
+// each on its second call (a first call of the package took 3.4 s against 1.3 s after), and the
+// faster kept.
 void keep_the_faster_product(HvpEngine::Impl& e) {
   if (!e.compiled) return;
   const int64_t width = std::min(e.compiled->width(), e.n), saved = e.panel;
@@ -403,6 +404,7 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
     e.compute(0, width, out.tensor);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
+  seconds_of();  // the package's first call loads its kernels and is checked against the eager product
   const double compiled = seconds_of();
   std::unique_ptr<CompiledProduct> kept = std::move(e.compiled);
   double eager = compiled;
