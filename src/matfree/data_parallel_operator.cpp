@@ -41,7 +41,7 @@ void DataParallelOperator::apply_with_kept(int64_t kk) {
   const auto n = static_cast<std::size_t>(shard_.n);
   const std::vector<int64_t> taken = match_kept(kk);
   const int64_t fresh = std::count(taken.begin(), taken.end(), int64_t(-1));
-  // Every rank enters: another may have kept fewer products.
+  // Every rank enters, with or without products to make.
   run_collectively(comm_, [&] {
     if (fresh > 0) engine_.apply(full_x_.data(), fresh, full_y_.data());
   });

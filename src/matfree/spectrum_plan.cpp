@@ -101,8 +101,9 @@ struct PhaseWidths {
   int64_t lanczos = 0, slq = 0, trace = 0, diagonal = 0;
 };
 PhaseWidths phase_widths(const SpectrumOptions& so, int64_t trace_chunk) {
-  const int64_t t = std::min(so.trace_probes, trace_chunk), third = std::max<int64_t>(1, t / 3);
-  const int64_t hutchpp = std::max(third, t - 2 * third);
+  // Hutch++'s sketch is multiplied whole; the rest of its probes, and Hutchinson's, a chunk at a time.
+  const int64_t t = std::min(so.trace_probes, trace_chunk), sketch = std::max<int64_t>(1, so.trace_probes / 3);
+  const int64_t hutchpp = std::max(sketch, std::min(std::max<int64_t>(2, so.trace_probes - 2 * sketch), trace_chunk));
   PhaseWidths w;
   w.lanczos = so.top + so.bottom;
   w.slq = so.slq_probes;
@@ -207,9 +208,8 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   run_collectively(comm, [&] { times = engine.measure_wider_product(times); });
   agree();
   run_collectively(comm, [&] { engine.choose_product_path(times); });
-  // Where batching was measured to buy nothing, the engine narrowed its panel (hvp.hpp). Every
-  // product is a collective of as many vectors on each rank: the narrowest, should a GPU's memory
-  // have narrowed one.
+  // Every product is a collective of as many vectors on each rank: the narrowest panel, should a
+  // GPU's memory have narrowed one (hvp.hpp).
   max_columns = std::min(max_columns, engine.panel_width());
   MPI_Allreduce(MPI_IN_PLACE, &max_columns, 1, MPI_INT64_T, MPI_MIN, comm);
   // The operator gathers each vector whole and reduce-scatters its product: two n-vectors, and the

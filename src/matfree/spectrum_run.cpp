@@ -262,7 +262,7 @@ class SpectrumRun {
       return d;
     }
     if (exact) {
-      d.values = exact_diagonal(apply_, shard_, std::max<int64_t>(1, std::min<int64_t>(engine_.panel_width(), 64)));
+      d.values = exact_diagonal(apply_, shard_, std::max<int64_t>(1, std::min<int64_t>(plan_.product_columns, 64)));
     } else {
       const RowGroups groups = row_groups(blocks_, shard_);
       estimate_diagonal(apply_, shard_, so_.diagonal_probes, so_.seed, d.values, d.stderr_values, r_.comm,

@@ -419,6 +419,7 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
                   "a product of %lld vectors took %.3g s eager, %.3g s compiled (which recomputes the gradient)",
                   static_cast<long long>(width), eager, compiled);
     e.compiled_note = text;
+    e.verified = false;  // the batched path was checked through the package: check the eager one
     return;
   }
   e.compiled = std::move(kept);
