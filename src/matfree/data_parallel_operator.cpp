@@ -13,22 +13,22 @@ DataParallelOperator::DataParallelOperator(HvpEngine& engine, const RowShard& sh
 
 void DataParallelOperator::keep(StartupProducts&& made) {
   const auto n = static_cast<std::size_t>(shard_.n);
-  for (int64_t c = 0; c < made.made; ++c) {
-    kept_vectors_.emplace_back(made.vectors.begin() + c * n, made.vectors.begin() + (c + 1) * n);
-    kept_products_.emplace_back(made.products.begin() + c * n, made.products.begin() + (c + 1) * n);
-  }
+  for (int64_t c = 0; c < made.made; ++c)
+    kept_.push_back({std::vector<double>(made.vectors.begin() + c * n, made.vectors.begin() + (c + 1) * n),
+                     std::vector<double>(made.products.begin() + c * n, made.products.begin() + (c + 1) * n)});
+  kept_count_ += made.made;
   made = StartupProducts();
 }
 
 std::vector<int64_t> DataParallelOperator::match_kept(int64_t kk) {
   const auto n = static_cast<std::size_t>(shard_.n);
   std::vector<int64_t> taken(static_cast<std::size_t>(kk), -1);
-  std::vector<bool> used(kept_vectors_.size(), false);
+  std::vector<bool> used(kept_.size(), false);
   int64_t fresh = 0;
   for (int64_t c = 0; c < kk; ++c) {
     const double* column = full_x_.data() + c * n;
-    for (std::size_t j = 0; j < kept_vectors_.size() && taken[c] < 0; ++j)
-      if (!used[j] && std::equal(column, column + n, kept_vectors_[j].begin())) {
+    for (std::size_t j = 0; j < kept_.size() && taken[c] < 0; ++j)
+      if (!used[j] && std::equal(column, column + n, kept_[j].vector.begin())) {
         taken[c] = static_cast<int64_t>(j);
         used[j] = true;
       }
@@ -37,7 +37,7 @@ std::vector<int64_t> DataParallelOperator::match_kept(int64_t kk) {
   return taken;
 }
 
-void DataParallelOperator::apply_with_kept(int64_t kk) {
+void DataParallelOperator::apply_gathered(int64_t kk) {
   const auto n = static_cast<std::size_t>(shard_.n);
   const std::vector<int64_t> taken = match_kept(kk);
   const int64_t fresh = std::count(taken.begin(), taken.end(), int64_t(-1));
@@ -54,15 +54,12 @@ void DataParallelOperator::apply_with_kept(int64_t kk) {
   std::vector<int64_t> let_go;
   for (int64_t c = 0; c < kk; ++c)
     if (taken[c] >= 0) {
-      std::copy(kept_products_[taken[c]].begin(), kept_products_[taken[c]].end(), full_y_.begin() + c * n);
+      std::copy(kept_[taken[c]].product.begin(), kept_[taken[c]].product.end(), full_y_.begin() + c * n);
       let_go.push_back(taken[c]);
     }
   reused_ += static_cast<int64_t>(let_go.size());
   std::sort(let_go.rbegin(), let_go.rend());
-  for (int64_t j : let_go) {
-    kept_vectors_.erase(kept_vectors_.begin() + j);
-    kept_products_.erase(kept_products_.begin() + j);
-  }
+  for (int64_t j : let_go) kept_.erase(kept_.begin() + j);
 }
 
 void DataParallelOperator::operator()(const double* x, int64_t k, double* y) {
@@ -72,11 +69,7 @@ void DataParallelOperator::operator()(const double* x, int64_t k, double* y) {
     full_x_.resize(static_cast<std::size_t>(n * kk));
     full_y_.resize(full_x_.size());
     allgather_columns(x + c0 * rows, shard_, kk, full_x_.data(), comm_);
-    if (kept_vectors_.empty()) {
-      run_collectively(comm_, [&] { engine_.apply(full_x_.data(), kk, full_y_.data()); });
-    } else {
-      apply_with_kept(kk);
-    }
+    apply_gathered(kk);
     // What the product freed goes back to the kernel: kept for reuse, it fragments across
     // products and the peak creeps past the plan (1.3x on a ResNet in 10 products), for 6% time.
     malloc_trim(0);

@@ -81,7 +81,6 @@ class SpectrumRun {
         }),
         blocks_(o.blocks.kind == BlockSpec::Kind::none ? std::vector<ParameterBlock>()
                                                        : group_parameters(l.problem->layout(), o.blocks)) {
-    startup_kept_ = startup.made;
     op_.keep(std::move(startup));
   }
 
@@ -431,7 +430,7 @@ class SpectrumRun {
     summary_["precision"] = precision_of(o_.problem.dtype);
     summary_["hvp_products"] = op_.products();
     // The start-up's measuring products of the phases' first vectors, which those phases took.
-    summary_["startup_products"] = {{"kept", startup_kept_}, {"used", op_.reused()}};
+    summary_["startup_products"] = {{"kept", op_.kept()}, {"used", op_.reused()}};
     summary_["hvp"] = {{"mode", engine_.mode_description()}, {"unbatched_ops", torch_notes["unbatched_ops"]}};
     summary_["torch_warnings"] = torch_notes["other"];
     summary_["timings_seconds"] = timings_;
@@ -477,7 +476,6 @@ class SpectrumRun {
   const Rank& r_;
   Loaded& l_;
   HvpEngine& engine_;
-  int64_t startup_kept_ = 0;
   const RowShard shard_;
   const SpectrumPlan& plan_;
   OutputDir& out_;

@@ -23,22 +23,26 @@ class DataParallelOperator {
   // phases' first probes): a vector gathered later that equals one of these bit for bit takes its
   // kept product instead of a new one, which is then let go.
   void keep(StartupProducts&& made);
+  int64_t kept() const { return kept_count_; }
   int64_t reused() const { return reused_; }
 
  private:
+  struct Kept {
+    std::vector<double> vector, product;
+  };
   // Moves the gathered vectors without a kept product to the front of full_x_, and returns for each
   // of the kk columns the kept product it takes (-1: none).
   std::vector<int64_t> match_kept(int64_t kk);
   // full_y_ = the products of the kk gathered vectors, the kept ones taken (and let go).
-  void apply_with_kept(int64_t kk);
+  void apply_gathered(int64_t kk);
 
   HvpEngine& engine_;
   RowShard shard_;
   MPI_Comm comm_;
   int64_t max_columns_;
   std::vector<double> full_x_, full_y_;
-  int64_t products_ = 0, reused_ = 0;
-  std::vector<std::vector<double>> kept_vectors_, kept_products_;
+  int64_t products_ = 0, kept_count_ = 0, reused_ = 0;
+  std::vector<Kept> kept_;
 };
 
 // The exact diagonal of H, this rank's rows: H e_j for every j, `panel` unit vectors per product.
