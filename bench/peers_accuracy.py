@@ -40,7 +40,6 @@ import importlib.metadata
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -589,7 +588,7 @@ def main():
     ap.add_argument("--methods", default="dhess,pyhessian,eigenthings,curvlinops")
     ap.add_argument("--work", default=tempfile.gettempdir())
     ap.add_argument("--max-iter", type=int, default=10000, help="PyHessian's power iterations per eigenvalue")
-    ap.add_argument("--append", action="store_true", help="keep OUT's records of the tasks not run now")
+    ap.add_argument("--append", action="store_true", help="keep OUT's records of the tasks and methods not run now")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_default_dtype(getattr(torch, a.dtype))  # pyhessian draws its probes in the default dtype
@@ -613,9 +612,10 @@ def main():
            "threads": a.threads, "ranks": a.ranks, "n": n, "dtype": a.dtype, "seeds": a.seeds,
            "packages": {k: importlib.metadata.version(v) for k, v in PACKAGES.items()},
            "exact": reference, "records": []}
-    if a.append and os.path.exists(a.out):  # keep the earlier records of the tasks this call does not run
+    if a.append and os.path.exists(a.out):  # keep the earlier records of what this call does not run
         with open(a.out) as f:
-            out["records"] = [r for r in json.load(f)["records"] if r["task"] not in a.tasks.split(",")]
+            out["records"] = [r for r in json.load(f)["records"] if r["task"] not in a.tasks.split(",") or
+                              r["method"].split()[0] not in a.methods.split(",")]
     print("n = {:,}; reference: {}".format(n, json.dumps(reference)), flush=True)
     # The packages are imported before any task is timed (a first call would otherwise pay for its import);
     # what a Python process pays before its first product is recorded beside, not in, the tasks' times.

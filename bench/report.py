@@ -923,7 +923,9 @@ class Report:
             self.w("### {} (n = {:,}): top eigenvalues {} (reference: {}, {:,} products, {:.0f} s)\n".format(
                 title, r["n"], ", ".join(fmt(v, 6) for v in e["top10"]), e["by"], e["products"], e["seconds"]))
         rows, groups = [], {}
-        for rec in r["records"]:
+        order = ["top1", "top10", "trace", "diagonal", "density"]
+        for rec in sorted(r["records"], key=lambda x: (order.index(x["task"]), -(x.get("target") or 0),
+                                                       not x["method"].startswith("dhess"))):
             key = (rec["task"], rec.get("target"))
             groups.setdefault(key, []).append(rec)
         ratios = []
@@ -947,6 +949,12 @@ class Report:
                              fmt(ratio) if first and ratio is not None else ""])
         self.w(table(["task", "target", "method", "outcome", "HVPs", "wall s", "in-run s", "peak RSS", "ratio"],
                      rows))
+        checks = r.get("product_check") or {}
+        if checks:
+            self.w("Each peer's H·v on one Gaussian v against torch.func's (relative error): " + "; ".join(
+                "{} {:.1e}{}".format(k, c["relative_error"], " (rows off: " + ", ".join(
+                    "{} {:.2f}".format(p, e) for p, e in c["parameters_off"].items()) + ")"
+                    if c["parameters_off"] else "") for k, c in checks.items()) + ".\n")
         if ratios:
             worst = max(q for _, _, q, _ in ratios)
             self.target("Equal accuracy, {}: dhess ≤ 0.5× the best peer's time on every task".format(name[2:]),

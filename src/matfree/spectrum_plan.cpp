@@ -203,7 +203,11 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
     times.single = t[0];
     times.batched = t[1];
   };
-  run_collectively(comm, [&] { times = engine.measure_first_products(startup); });
+  // Lanczos alone multiplies one vector a step and its pairs once at the end (ResNet-20's top 10: 31
+  // products, of which 10 batched at most): timing batched products (six vectors) would cost more
+  // than batching could save.
+  const bool batches = so.slq_probes > 0 || so.trace_probes > 0 || so.diagonal != DiagonalMode::none || so.nonzero;
+  run_collectively(comm, [&] { times = engine.measure_first_products(startup, batches); });
   agree();
   run_collectively(comm, [&] { times = engine.measure_wider_product(times); });
   agree();

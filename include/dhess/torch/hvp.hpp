@@ -49,10 +49,13 @@ class HvpEngine {
   // graph, products of one vector, of two batched (and of one again where needed to time it); of four batched
   // where the times agreed so far leave batching worth it; the path and the memory per column from
   // the times agreed last. Seconds per vector of one alone and batched (the widest timed).
+  // `batches` false: no caller's product is wide enough for batching to pay its measuring (dhess
+  // spectrum's Lanczos alone), so only one vector alone is measured and every product takes one
+  // vector per pass.
   struct ProductTimes {
     double single = 0, batched = 0;
   };
-  ProductTimes measure_first_products(StartupProducts* startup = nullptr);
+  ProductTimes measure_first_products(StartupProducts* startup = nullptr, bool batches = true);
   ProductTimes measure_wider_product(const ProductTimes& agreed);
   void choose_product_path(const ProductTimes& agreed);
   // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
