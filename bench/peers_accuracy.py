@@ -36,6 +36,7 @@ dhess as `mpirun -n RANKS dhess spectrum ...`, a process per try: its wall time 
 import argparse
 import contextlib
 import copy
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -143,26 +144,44 @@ def exact(model, x, y, cache, chunk=256):
     return out
 
 
+def curvlinops_float64(model, x, y):
+    from curvlinops import HessianLinearOperator
+    m64 = copy.deepcopy(model).double()
+    x64 = x.double() if x.is_floating_point() else x
+    return HessianLinearOperator(m64, nn.CrossEntropyLoss(), list(m64.parameters()), [(x64, y)],
+                                 check_deterministic=False, progressbar=False)
+
+
+def operator_error(model, x, y):
+    """curvlinops' float64 product against torch.func's on one Gaussian vector (relative): the reference's
+    operator checked, since curvlinops' products can be wrong (LayerNorm; bench/NOTES.md)."""
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    hvp, _ = exact_product(model, x, y)
+    with math_sdpa():
+        ref = hvp(v.unsqueeze(0))[0]
+        got = (curvlinops_float64(model, x, y) @ v.unsqueeze(1)).squeeze(1)
+    return float((got - ref).norm() / ref.norm())
+
+
 def arpack_reference(model, x, y, cache, k=10, tol=1e-6):
     """Past the dense limit: the k largest eigenvalues of the float64 Hessian, scipy eigsh (ARPACK) on curvlinops'
-    operator to tol (its Ritz residuals bound the error by tol |theta|), cached. No trace, diagonal or density."""
-    if os.path.exists(cache):
-        z = np.load(cache)
-        return {"top": z["top"], "seconds": float(z["seconds"]), "products": int(z["products"])}
-    from curvlinops import HessianLinearOperator
-    from scipy.sparse.linalg import LinearOperator, eigsh
-    t0, m64 = time.perf_counter(), copy.deepcopy(model).double()
-    x64 = x.double() if x.is_floating_point() else x
-    h = HessianLinearOperator(m64, nn.CrossEntropyLoss(), list(m64.parameters()), [(x64, y)],
-                              check_deterministic=False, progressbar=False).to_scipy()
-    count = Count()
-    op = LinearOperator(h.shape, dtype=np.float64, matvec=count.wrap(h.matvec),
-                        matmat=count.wrap(h.matmat, width=lambda m: m.shape[1]))
-    top = np.sort(eigsh(op, k=k, which="LA", tol=tol, v0=np.random.default_rng(0).standard_normal(h.shape[0]),
-                        return_eigenvectors=False))[::-1]
-    out = {"top": top, "seconds": time.perf_counter() - t0, "products": count.n}
+    operator to tol (its Ritz residuals bound the error by tol |theta|), cached; the operator checked on one vector.
+    No trace, diagonal or density."""
+    out = dict(np.load(cache)) if os.path.exists(cache) else {}
+    if "top" not in out:
+        from scipy.sparse.linalg import LinearOperator, eigsh
+        t0, h, count = time.perf_counter(), curvlinops_float64(model, x, y).to_scipy(), Count()
+        op = LinearOperator(h.shape, dtype=np.float64, matvec=count.wrap(h.matvec),
+                            matmat=count.wrap(h.matmat, width=lambda m: m.shape[1]))
+        v0 = np.random.default_rng(0).standard_normal(h.shape[0])
+        out.update(top=np.sort(eigsh(op, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False))[::-1],
+                   seconds=time.perf_counter() - t0, products=count.n)
+    if "operator_error" not in out:
+        out["operator_error"] = operator_error(model, x, y)
     np.savez(cache, **out)
-    return out
+    return {"top": out["top"], "seconds": float(out["seconds"]), "products": int(out["products"]),
+            "operator_error": float(out["operator_error"])}
 
 
 # ---------------------------------------------------------------- dhess
@@ -277,18 +296,23 @@ class Peers:
         return rec
 
     def eigenthings_eigen(self, k, tol, seed):
+        """1.0.0a5's lanczos runs exactly max_iter steps: the steps are doubled until it converges, and only the
+        run that converged is timed (the shorter ones are listed), as every method is timed at the setting that
+        met its target."""
         from hessian_eigenthings import lanczos
-        rec, m = {"lanczos_runs": []}, 2 * k + 8
-        with self.measured(rec) as (model, count):
-            op = self.eigenthings_operator(model, count)
-            while True:  # 1.0.0a5 runs exactly max_iter steps: restart with twice the steps until converged.
+        m, shorter = 2 * k + 8, []
+        while True:
+            rec = {}
+            with self.measured(rec) as (model, count):
+                op = self.eigenthings_operator(model, count)
                 # Its default (reorthogonalize=None) returned ghost copies of the top eigenvalues at 56 steps.
                 r = lanczos(op, k=k, max_iter=m, tol=tol, which="LA", seed=seed, reorthogonalize=True)
-                rec["lanczos_runs"].append(m)
-                if bool(r.converged.all()) or m >= op.size:
-                    break
-                m = min(2 * m, op.size)
-        rec["values"] = sorted((float(v) for v in r.eigenvalues), reverse=True)
+            if bool(r.converged.all()) or m >= op.size:
+                break
+            shorter.append(m)
+            m = min(2 * m, op.size)
+        rec.update(lanczos_steps=m, shorter_runs=shorter,
+                   values=sorted((float(v) for v in r.eigenvalues), reverse=True))
         return rec
 
     def curvlinops_eigen(self, k, tol, seed):
@@ -370,8 +394,9 @@ class Peers:
 # ---------------------------------------------------------------- equal accuracy
 def summarize(rec):
     """What a record keeps: no arrays."""
-    return {k: v for k, v in rec.items() if k in ("seconds", "run_seconds", "products", "peak_rss_bytes", "per_rank", "error",
-                                                  "tol", "probes", "lanczos_runs", "value")}
+    kept = ("seconds", "run_seconds", "products", "peak_rss_bytes", "per_rank", "error", "tol", "probes",
+            "lanczos_steps", "shorter_runs", "value")
+    return {k: v for k, v in rec.items() if k in kept}
 
 
 def product_check(model, x, y, peers):
@@ -417,6 +442,13 @@ def eigen_sweep(run, k, target, exact_top):
             break  # a tighter tol no longer buys accuracy (PyHessian's floor, float32's rounding)
         tol /= 10
     return {"met": False, "tries": tries}
+
+
+def hutchinson_probes_needed(ex, target):
+    """Rademacher probes: Var(z'Hz) = 2 (||H||_F^2 - sum H_ii^2); the probes that put 90% of Hutchinson estimates
+    within target (relative) of the trace, by the normal approximation (the sweep's count is a draw near it)."""
+    variance = 2 * (float(np.sum(ex["eigenvalues"] ** 2)) - float(np.sum(ex["diagonal"] ** 2)))
+    return (1.645 * math.sqrt(max(variance, 0.0)) / (target * abs(float(ex["eigenvalues"].sum())))) ** 2
 
 
 def stochastic_sweep(run, error, target, seeds, start, cap):
@@ -483,11 +515,15 @@ def methods(a, dhess, peers):
     return out
 
 
+def save(out):
+    with open(out["path"], "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def report(out, rec):
     out["records"].append(rec)
     print(json.dumps(rec), flush=True)
-    with open(out["path"], "w") as f:
-        json.dump(out, f, indent=1)
+    save(out)
 
 
 def run_tasks(a, out, ex, table, dhess):
@@ -523,10 +559,9 @@ def run_tasks(a, out, ex, table, dhess):
             if nonzero:
                 report(out, {"task": "trace", "target": target, "method": "dhess every nonzero eigenpair (--nonzero)",
                              "met": nonzero["error"] <= target, **nonzero})
-    # Rademacher probes: Var(z'Hz) = 2 (||H||_F^2 - sum H_ii^2); the probes a 1% Hutchinson estimate needs in 9 of
-    # 10 seeds. Where they pass 4 n, the trace is near zero for its estimators: only the exact methods run.
-    variance = 2 * (float(np.sum(ex["eigenvalues"] ** 2)) - float(np.sum(diag ** 2)))
-    needed = (1.645 * math.sqrt(max(variance, 0.0)) / (TRACE_TARGETS[0] * abs(tr))) ** 2
+    # Where Hutchinson needs more than 4 n probes for 1%, the trace is near zero for its estimators: only the
+    # exact methods run.
+    needed = hutchinson_probes_needed(ex, TRACE_TARGETS[0])
     if "trace" in tasks and needed > 4 * n:
         report(out, {"task": "trace", "target": TRACE_TARGETS[0], "method": "stochastic estimators", "met": False,
                      "failed": "trace near zero: Hutchinson needs about {:,.0f} probes for 1% (n = {:,})".format(
@@ -562,6 +597,15 @@ def run_tasks(a, out, ex, table, dhess):
                              "distance": wasserstein(rec["nodes"], rec["weights"], ex["eigenvalues"])})
 
 
+def files_key(*paths):
+    """A cached reference belongs to these exact files (a retrained model or other data is another key)."""
+    h = hashlib.sha1()
+    for path in paths:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def seconds_since_start():
     """Wall seconds since this process started (/proc/self/stat's starttime, in clock ticks since boot)."""
     with open("/proc/self/stat") as f:
@@ -595,17 +639,19 @@ def main():
     model, x, y = load_problem(a)
     n = sum(p.numel() for p in model.parameters())
     os.makedirs(a.work, exist_ok=True)
-    cache = os.path.join(a.work, os.path.basename(a.model) + ".{}.npz")
+    cache = os.path.join(a.work, "reference-" + files_key(a.model, a.data) + ".{}.npz")
     if n <= DENSE_LIMIT:
         ex = exact(model, x, y, cache.format("exact"))
         ex["top"] = ex["eigenvalues"][::-1][:10]
         reference = {"by": "the dense float64 Hessian (torch.func) and numpy eigvalsh", "seconds": ex["seconds"],
                      "trace": float(ex["eigenvalues"].sum()), "smallest": float(ex["eigenvalues"][0]),
-                     "frobenius": float(np.linalg.norm(ex["eigenvalues"]))}
+                     "frobenius": float(np.linalg.norm(ex["eigenvalues"])),
+                     "hutchinson_probes_needed": {str(t): hutchinson_probes_needed(ex, t) for t in TRACE_TARGETS}}
     else:
         ex = arpack_reference(model, x, y, cache.format("arpack"))
         reference = {"by": "scipy eigsh (ARPACK, tol 1e-6) on curvlinops' float64 Hessian operator",
-                     "seconds": ex["seconds"], "products": ex["products"]}
+                     "seconds": ex["seconds"], "products": ex["products"],
+                     "operator_error_vs_torch_func": ex["operator_error"]}
         print("n = {:,} > {:,}: no exact spectrum, so only the top-k tasks run".format(n, DENSE_LIMIT), flush=True)
     reference["top10"] = ex["top"].tolist()
     out = {"path": a.out, "tool": "bench/peers_accuracy.py", "command": sys.argv, "torch": torch.__version__,
@@ -614,9 +660,14 @@ def main():
            "exact": reference, "records": []}
     if a.append and os.path.exists(a.out):  # keep the earlier records of what this call does not run
         with open(a.out) as f:
+            # A record's method starts with its package (or "dhess"); others ("stochastic estimators") go with
+            # their task.
+            mine = set(a.methods.split(","))
+            owners = set(PACKAGES) | {"dhess"}
             out["records"] = [r for r in json.load(f)["records"] if r["task"] not in a.tasks.split(",") or
-                              r["method"].split()[0] not in a.methods.split(",")]
+                              (r["method"].split()[0] in owners and r["method"].split()[0] not in mine)]
     print("n = {:,}; reference: {}".format(n, json.dumps(reference)), flush=True)
+    save(out)
     # The packages are imported before any task is timed (a first call would otherwise pay for its import);
     # what a Python process pays before its first product is recorded beside, not in, the tasks' times.
     t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "dhess/core/collective.hpp"
 
@@ -203,11 +204,12 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
     times.single = t[0];
     times.batched = t[1];
   };
-  // Lanczos alone multiplies one vector a step and its pairs once at the end (ResNet-20's top 10: 31
-  // products, of which 10 batched at most): timing batched products (six vectors) would cost more
-  // than batching could save.
-  const bool batches = so.slq_probes > 0 || so.trace_probes > 0 || so.diagonal != DiagonalMode::none || so.nonzero;
-  run_collectively(comm, [&] { times = engine.measure_first_products(startup, batches); });
+  // Lanczos alone multiplies one vector a step and its pairs once at the end: a few pairs cannot pay
+  // for timing batched products (up to 7 vectors, not the phases' own). The other phases' first
+  // vectors are the measuring ones, so their measuring costs nothing.
+  const bool others = so.slq_probes > 0 || so.trace_probes > 0 || so.diagonal != DiagonalMode::none || so.nonzero;
+  const int64_t widest = others ? std::numeric_limits<int64_t>::max() : so.top + so.bottom;
+  run_collectively(comm, [&] { times = engine.measure_first_products(startup, widest); });
   agree();
   run_collectively(comm, [&] { times = engine.measure_wider_product(times); });
   agree();

@@ -289,7 +289,7 @@ bool batching_pays(const HvpEngine::Impl& e, double batched_seconds, double sing
   return !timed(e, single_seconds) || batched_seconds < 0.8 * single_seconds;
 }
 void prefer_the_faster_path(HvpEngine::Impl& e, double batched_seconds, double single_seconds) {
-  if (!e.batched || batching_pays(e, batched_seconds, single_seconds)) return;
+  if (batching_pays(e, batched_seconds, single_seconds)) return;
   char text[160];
   std::snprintf(text, sizeof text, "batched products took %.3g s per vector on this model, one alone %.3g s",
                 batched_seconds, single_seconds);
@@ -431,10 +431,9 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
 // The measuring products' widths: one vector alone, a batched, b batched.
 constexpr int64_t kPair = 2, kQuad = 4;
 
-HvpEngine::ProductTimes HvpEngine::measure_first_products(StartupProducts* startup, bool batches) {
+HvpEngine::ProductTimes HvpEngine::measure_first_products(StartupProducts* startup, int64_t widest) {
   Impl& e = *impl_;
   const int64_t a = std::min(kPair, e.n), b = std::min(kQuad, e.n);
-  if (!batches) startup = nullptr;  // its vectors are for batched phases
   const bool given = startup && startup->count >= 1 + a + b &&
                      startup->vectors.size() == static_cast<std::size_t>(startup->count * e.n);
   e.startup = given ? startup : nullptr;
@@ -456,9 +455,10 @@ HvpEngine::ProductTimes HvpEngine::measure_first_products(StartupProducts* start
   ProductTimes t;
   double seconds = 0;
   e.single_bytes = peak_of_product(e, vectors, 0, 1, t.single, &first);
-  if (!batches && e.batched && e.automatic) {
+  // (A GPU sizes its panel from batched products anyway, and batches cheaply: it keeps the path.)
+  if (widest <= kMeasuringVectors && e.batched && e.automatic && !e.p.device.is_cuda()) {
     e.batched = false;
-    e.reason = "no phase multiplies enough vectors at once for batching to pay its measuring";
+    e.reason = "no product of this run is wide enough for batching to pay its measuring";
   }
   if (!e.batched) {  // one vector per pass: the pair would take the same path
     t.batched = t.single;

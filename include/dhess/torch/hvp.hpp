@@ -3,6 +3,7 @@
 // Panels are column-major n×k arrays, the form the assembler streams into the
 // block-cyclic matrix.
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,7 +40,8 @@ class HvpEngine {
   int64_t panel_width() const;
   // The memory one more column of a batched product takes (its vector, its product and the
   // backward temporaries, which grow with the model's activations), measured on the model as the
-  // bytes torch takes for products of one, two and four columns; builds the first-order graph
+  // bytes torch takes for products of one, two and four columns (one alone where products take
+  // one column per pass); builds the first-order graph
   // first. Never below 4 n-vectors. Under --hvp-mode auto it also times the products, and takes one
   // vector per pass where batching does not save a fifth per vector (mode_description() says so). The
   // products are of unit vectors, or of `startup`'s vectors where it holds kMeasuringVectors of
@@ -49,13 +51,14 @@ class HvpEngine {
   // graph, products of one vector, of two batched (and of one again where needed to time it); of four batched
   // where the times agreed so far leave batching worth it; the path and the memory per column from
   // the times agreed last. Seconds per vector of one alone and batched (the widest timed).
-  // `batches` false: no caller's product is wide enough for batching to pay its measuring (dhess
-  // spectrum's Lanczos alone), so only one vector alone is measured and every product takes one
-  // vector per pass.
+  // `widest`: the most vectors the caller will multiply at once. Under --hvp-mode auto on a CPU, at
+  // most kMeasuringVectors (dhess spectrum's Lanczos of a few pairs) cannot pay for timing batched
+  // products: one vector alone is measured and every product takes one vector per pass.
   struct ProductTimes {
     double single = 0, batched = 0;
   };
-  ProductTimes measure_first_products(StartupProducts* startup = nullptr, bool batches = true);
+  ProductTimes measure_first_products(StartupProducts* startup = nullptr,
+                                      int64_t widest = std::numeric_limits<int64_t>::max());
   ProductTimes measure_wider_product(const ProductTimes& agreed);
   void choose_product_path(const ProductTimes& agreed);
   // What measure_column_bytes() found (0 before): each column, and a product whatever its width.
