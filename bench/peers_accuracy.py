@@ -528,73 +528,93 @@ def report(out, rec):
 
 def run_tasks(a, out, ex, table, dhess):
     tasks = a.tasks.split(",")
+    eigen_tasks(a, out, ex, table, tasks)
+    if "eigenvalues" not in ex:  # past the dense limit: no exact trace, diagonal or spectrum
+        return
+    exact = exact_runs(ex, dhess, tasks) if "trace" in tasks or "diagonal" in tasks else None
+    if "trace" in tasks:
+        trace_tasks(a, out, ex, table, exact)
+    if "diagonal" in tasks:
+        diagonal_tasks(a, out, ex, table, exact)
+    if "density" in tasks:
+        density_tasks(out, ex, table)
+
+
+def eigen_tasks(a, out, ex, table, tasks):
     # float32 products carry relative errors near 1e-7 and more: 1e-6 in an eigenvalue is out of their reach.
-    eigen_targets = [t for t in EIGEN_TARGETS if a.dtype == "float64" or t >= 1e-4]
+    targets = [t for t in EIGEN_TARGETS if a.dtype == "float64" or t >= 1e-4]
     for k in (1, 10):
         if "top{}".format(k) not in tasks:
             continue
-        for target in eigen_targets:
+        for target in targets:
             for (task, label), run in table.items():
                 if task == "eigen":
                     report(out, {"task": "top{}".format(k), "target": target, "method": label,
                                  **eigen_sweep(run, k, target, ex["top"][:k])})
-    if "eigenvalues" not in ex:
-        return
-    n = len(ex["diagonal"])
-    tr, diag = float(ex["eigenvalues"].sum()), ex["diagonal"]
-    if "trace" in tasks or "diagonal" in tasks:
-        full = dhess.exact_diagonal()
-        diagonal_error = float(np.linalg.norm(full["diagonal"] - diag) / np.linalg.norm(diag))
-        exact_run = summarize(full)
-        exact_run["error"] = abs(exact_run["value"] - tr) / abs(tr)
-        # --nonzero pays about twice the rank in products: where H is not of low rank, the exact diagonal is cheaper.
-        rank = int(np.sum(np.abs(ex["eigenvalues"]) > 1e-10 * np.abs(ex["eigenvalues"]).max()))
-        nonzero = None
-        if "trace" in tasks and rank <= n // 4:
-            nonzero = summarize(dhess.nonzero())
-            nonzero["error"] = abs(nonzero["value"] - tr) / abs(tr)
-        for target in TRACE_TARGETS if "trace" in tasks else ():
-            report(out, {"task": "trace", "target": target, "method": "dhess exact (--diagonal exact)", "met":
-                         exact_run["error"] <= target, "probes": n, **exact_run})
-            if nonzero:
-                report(out, {"task": "trace", "target": target, "method": "dhess every nonzero eigenpair (--nonzero)",
-                             "met": nonzero["error"] <= target, **nonzero})
+
+
+def exact_runs(ex, dhess, tasks):
+    """dhess's exact diagonal (its sum the trace), and --nonzero where H has low rank: once each, any target."""
+    n, tr, diag = len(ex["diagonal"]), float(ex["eigenvalues"].sum()), ex["diagonal"]
+    full = dhess.exact_diagonal()
+    diagonal = {"method": "dhess exact (--diagonal exact)", "probes": n, **summarize(full),
+                "error": float(np.linalg.norm(full["diagonal"] - diag) / np.linalg.norm(diag))}
+    trace = [{**diagonal, "error": abs(full["value"] - tr) / abs(tr)}]
+    # --nonzero pays about twice the rank in products: where H is not of low rank, the exact diagonal is cheaper.
+    rank = int(np.sum(np.abs(ex["eigenvalues"]) > 1e-10 * np.abs(ex["eigenvalues"]).max()))
+    if "trace" in tasks and rank <= n // 4:
+        nonzero = summarize(dhess.nonzero())
+        trace.append({"method": "dhess every nonzero eigenpair (--nonzero)", **nonzero,
+                      "error": abs(nonzero["value"] - tr) / abs(tr)})
+    return {"trace": trace, "diagonal": diagonal}
+
+
+def trace_tasks(a, out, ex, table, exact):
+    n, tr = len(ex["diagonal"]), float(ex["eigenvalues"].sum())
+    for target in TRACE_TARGETS:
+        for rec in exact["trace"]:
+            report(out, {"task": "trace", "target": target, **rec, "met": rec["error"] <= target})
     # Where Hutchinson needs more than 4 n probes for 1%, the trace is near zero for its estimators: only the
     # exact methods run.
     needed = hutchinson_probes_needed(ex, TRACE_TARGETS[0])
-    if "trace" in tasks and needed > 4 * n:
+    if needed > 4 * n:
         report(out, {"task": "trace", "target": TRACE_TARGETS[0], "method": "stochastic estimators", "met": False,
                      "failed": "trace near zero: Hutchinson needs about {:,.0f} probes for 1% (n = {:,})".format(
                          needed, n)})
-    if "trace" in tasks and needed <= 4 * n:
-        starts = {}
-        for target in TRACE_TARGETS:
-            for (task, label), run in table.items():
-                if task != "trace":
-                    continue
+        return
+    starts = {}
+    for target in TRACE_TARGETS:
+        for (task, label), run in table.items():
+            if task == "trace":
                 r = stochastic_sweep(run, lambda rec: abs(rec["value"] - tr) / abs(tr), target, a.seeds,
                                      starts.get(label, 12), n)
                 starts[label] = r.get("probes", 2 * n)
                 report(out, {"task": "trace", "target": target, "method": label, **r})
-    if "diagonal" in tasks:
-        report(out, {"task": "diagonal", "target": DIAGONAL_TARGET, "method": "dhess exact (--diagonal exact)",
-                     "probes": n, **exact_run, "error": diagonal_error, "met": diagonal_error <= DIAGONAL_TARGET})
-        for (task, label), run in table.items():
-            if task == "diagonal":
-                r = stochastic_sweep(run, lambda rec: float(np.linalg.norm(rec["diagonal"] - diag) /
-                                                            np.linalg.norm(diag)), DIAGONAL_TARGET, a.seeds, 12, n)
-                report(out, {"task": "diagonal", "target": DIAGONAL_TARGET, "method": label, **r})
-    if "density" in tasks:
-        for (task, label), run in table.items():
-            if task == "density":
-                try:
-                    rec = run(0)
-                except Exception as e:  # pyhessian 0.1's density calls torch.eig, removed in torch 1.9
-                    report(out, {"task": "density", "method": label, "met": False,
-                                 "failed": "{}: {}".format(type(e).__name__, str(e)[:200])})
-                    continue
-                report(out, {"task": "density", "method": label, **summarize(rec),
-                             "distance": wasserstein(rec["nodes"], rec["weights"], ex["eigenvalues"])})
+
+
+def diagonal_tasks(a, out, ex, table, exact):
+    n, diag = len(ex["diagonal"]), ex["diagonal"]
+    rec = exact["diagonal"]
+    report(out, {"task": "diagonal", "target": DIAGONAL_TARGET, **rec, "met": rec["error"] <= DIAGONAL_TARGET})
+    for (task, label), run in table.items():
+        if task == "diagonal":
+            r = stochastic_sweep(run, lambda rec: float(np.linalg.norm(rec["diagonal"] - diag) / np.linalg.norm(diag)),
+                                 DIAGONAL_TARGET, a.seeds, 12, n)
+            report(out, {"task": "diagonal", "target": DIAGONAL_TARGET, "method": label, **r})
+
+
+def density_tasks(out, ex, table):
+    for (task, label), run in table.items():
+        if task != "density":
+            continue
+        try:
+            rec = run(0)
+        except Exception as e:  # pyhessian 0.1's density calls torch.eig, removed in torch 1.9
+            report(out, {"task": "density", "method": label, "met": False,
+                         "failed": "{}: {}".format(type(e).__name__, str(e)[:200])})
+            continue
+        report(out, {"task": "density", "method": label, **summarize(rec),
+                     "distance": wasserstein(rec["nodes"], rec["weights"], ex["eigenvalues"])})
 
 
 def files_key(*paths):
