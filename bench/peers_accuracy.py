@@ -55,6 +55,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2 import Gpt, add_size_arguments  # noqa: E402
 from resnet20 import ResNetCifar  # noqa: E402
+import peers_gpt2  # noqa: E402
 from peers_gpt2 import Count, math_sdpa, pyhessian_counted  # noqa: E402
 from pyhessian_peer import reset_hwm, rss_hwm_bytes  # noqa: E402
 
@@ -262,15 +263,10 @@ class Peers:
                    peak_rss_bytes=rss_hwm_bytes() if reset else None, per_rank=False)
 
     def eigenthings_operator(self, model, count):
-        from hessian_eigenthings import HessianOperator, LambdaOperator, supervised_loss
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=len(self.x))
-        op = HessianOperator(model, loader, supervised_loss(nn.CrossEntropyLoss()))
-        return LambdaOperator(count.wrap(op.matvec), size=op.size, device=op.device, dtype=op.dtype)
+        return peers_gpt2.eigenthings_operator(model, self.x, self.y, count)
 
     def curvlinops_operator(self, model):
-        from curvlinops import HessianLinearOperator
-        return HessianLinearOperator(model, nn.CrossEntropyLoss(), list(model.parameters()), [(self.x, self.y)],
-                                     check_deterministic=False, progressbar=False)
+        return peers_gpt2.curvlinops_operator(model, self.x, self.y)
 
     def products(self, v):
         """Each peer's H·v for one float64 vector v (flat, named_parameters order)."""
