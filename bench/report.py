@@ -584,9 +584,10 @@ class Report:
                 continue
             ta, te = auto["timings_seconds"], elpa["timings_seconds"]
             low = auto.get("lowrank", {})
-            self.w("`dhess --model builtin:{} --eigen values --solver auto --checkpoint ck` on 2 ranks, then "
+            arguments = cmp_.get("model_arguments", "--model builtin:" + tag.replace("_", ":"))
+            self.w("`dhess {} --eigen values --solver auto --checkpoint ck` on 2 ranks, then "
                    "`--solver elpa --checkpoint ck --resume` (the same assembled H, straight to the solver), "
-                   "n = {:,}.\n".format(tag.replace("_", ":"), auto["n"]))
+                   "n = {:,}.\n".format(arguments, auto["n"]))
             self.w(table(["solver", "eigensolver s", "total s", "rank", "sketch products", "certificate",
                           "peak RSS / rank", "foreign cores"],
                          [["auto ({})".format(auto.get("solver")), ta["eigensolver"], ta["total"], count(low.get("rank")),
@@ -605,7 +606,9 @@ class Report:
                        "rather than one read back): {:.1f}× against that\n".format(
                            d["timings_seconds"]["eigensolver"], d["timings_seconds"]["eigensolver"] / ta["eigensolver"]))
             same = cmp_.get("max_difference_relative", 1) <= 1e-9
-            self.target("{}: --solver auto's eigensolver ≥ 10× faster than ELPA, same eigenvalues".format(tag),
+            rank = cmp_.get("nonzero_elpa") or 0
+            self.target("{} (rank {:,} = n/{:.2f}): --solver auto's eigensolver ≥ 10× faster than ELPA, same "
+                        "eigenvalues".format(tag, rank, auto["n"] / max(rank, 1)),
                         speedup >= 10 and same, "{:.1f}×, max difference {} of max|λ|".format(
                             speedup, fmt(cmp_.get("max_difference_relative"))))
             self.headline["lowrank_" + tag] = {"speedup": speedup, "difference": cmp_.get("max_difference_relative")}

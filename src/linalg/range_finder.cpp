@@ -25,6 +25,7 @@ class RangeFinder {
     seconds_ = o.seconds;
     refine_ = o.refine;
     q_.reserve(static_cast<std::size_t>(rows_ * std::min<int64_t>(max_columns_, 2 * o.first_block)));
+    hq_.reserve(q_.capacity());
   }
 
   NonzeroSpectrum run() {
@@ -35,9 +36,9 @@ class RangeFinder {
       next = width_in_time(next);
       if (next == 0) return incomplete(true);
       const double round_start = MPI_Wtime(), products_before = product_seconds_;
-      std::vector<double> y = products(next);
+      std::vector<double> y = sketch(next);
       extend(y, next);
-      const bool certified = certify();
+      const bool certified = certify_captured();
       measure_orthonormalization(MPI_Wtime() - round_start - (product_seconds_ - products_before), before);
       if (certified || rank_ == shard_.n) break;
       if (full_) return incomplete(false);
@@ -65,9 +66,9 @@ class RangeFinder {
   }
 
   // The widest round of up to k vectors -- k, k/2, k/4, ... down to the first block -- whose time
-  // and the projection's after it (a product per basis vector) stay within what the sketch may
-  // take; 0 where none does. A round of k costs its products (the mean time of one so far) and the
-  // orthonormalization of k columns against a basis of rank + k (twice, with the probes: counted in
+  // and the projection's after it (a product per basis vector whose product the sketch has not
+  // made) stay within what the sketch may take; 0 where none does. A round of k costs its products (the mean time of
+  // one so far) and the orthonormalization of k columns against a basis of rank + k (twice, with the probes: counted in
   // the measured time per pair). Every rank decides on the slowest rank's clock.
   int64_t width_in_time(int64_t k) {
     if (seconds_ <= 0 || sketched_ == 0) return k;
@@ -76,7 +77,8 @@ class RangeFinder {
     const double per_product = clock[1] / static_cast<double>(sketched_);
     auto projected = [&](int64_t w) {
       const double width = static_cast<double>(w), basis = static_cast<double>(rank_ + w);
-      return clock[0] + per_product * (width + o_.probes + basis) + clock[2] * width * basis;
+      const double unmultiplied = static_cast<double>(rank_ - known_ - reused(w) + w);
+      return clock[0] + per_product * (width + o_.probes + unmultiplied) + clock[2] * width * basis;
     };
     for (int64_t w = k; w >= std::min(o_.first_block, k); w /= 2)
       if (projected(w) <= seconds_) return w;
@@ -97,17 +99,39 @@ class RangeFinder {
     throw error;
   }
 
-  // H·Ω for k fresh Gaussian vectors.
-  std::vector<double> products(int64_t k) {
-    std::vector<double> omega(static_cast<std::size_t>(rows_ * k)), y(omega.size());
-    for (int64_t c = 0; c < k; ++c)
-      for (int64_t i = 0; i < rows_; ++i)
-        omega[c * rows_ + i] = gaussian(o_.seed, 9000000 + sketched_ + c, static_cast<uint64_t>(shard_.begin + i));
+  // The basis vectors a round of k multiplies: those whose products are not yet known, up to half
+  // the round (the other half fresh Gaussian vectors, whatever H's eigenvalues' multiplicities).
+  int64_t reused(int64_t k) const { return std::min(rank_ - known_, k / 2); }
+
+  // H·X for a round of k sketch vectors X: the basis vectors whose products are not yet known (their
+  // products are Krylov directions for the sketch and columns of HQ for the projection, which then
+  // need not multiply them again), then fresh Gaussian vectors.
+  std::vector<double> sketch(int64_t k) {
+    const int64_t basis = reused(k);
+    std::vector<double> x(static_cast<std::size_t>(rows_ * k));
+    std::copy(q_.begin() + known_ * rows_, q_.begin() + (known_ + basis) * rows_, x.begin());
+    fill_gaussian(x, basis, k);
+    std::vector<double> y = products(x, k);
+    hq_.insert(hq_.end(), y.begin(), y.begin() + basis * rows_);
+    known_ += basis;
+    return y;
+  }
+
+  // Columns first .. k - 1 of x (rows × k): fresh Gaussian vectors, one stream per product made.
+  void fill_gaussian(std::vector<double>& x, int64_t first, int64_t k) const {
+    for (int64_t c = first; c < k; ++c)
+      gaussians(o_.seed, 9000000 + sketched_ + c, static_cast<uint64_t>(shard_.begin), rows_, x.data() + c * rows_);
+  }
+
+  // H·X for k vectors X (rows × k).
+  std::vector<double> products(const std::vector<double>& x, int64_t k) {
+    std::vector<double> y(x.size());
     const double t = MPI_Wtime();
-    op_(omega.data(), k, y.data());
+    op_(x.data(), k, y.data());
     product_seconds_ += MPI_Wtime() - t;
-    for (int64_t c = 0; c < k; ++c)
-      norm_ = std::max(norm_, norm(y.data() + c * rows_, rows_, comm_) / norm(omega.data() + c * rows_, rows_, comm_));
+    const std::vector<double> in = column_norms(x.data(), rows_, k, comm_),
+                              out = column_norms(y.data(), rows_, k, comm_);
+    for (int64_t c = 0; c < k; ++c) norm_ = std::max(norm_, out[c] / in[c]);
     sketched_ += k;
     return y;
   }
@@ -133,19 +157,36 @@ class RangeFinder {
     extend_orthonormal_basis(q_, rows_, rank_, block, k, kDrop, comm_);
   }
 
+  // Fresh probes, again while the last ones added fewer directions than they were: the part of H's
+  // range outside the basis was then within their span (Gaussian probes of a rank-d remainder span
+  // it whenever d is below their count), so it is in the basis now and the next probes certify it
+  // at the price of the probes alone, where a new round would multiply as many vectors as the basis
+  // holds.
+  bool certify_captured() {
+    const int64_t p = std::min(o_.probes, shard_.n);
+    while (true) {
+      const int64_t before = rank_;
+      if (certify()) return true;
+      const int64_t added = rank_ - before;
+      if (full_ || added == 0 || added == p) return false;
+    }
+  }
+
   // Fresh probes: certified when what Q misses of their products is within tolerance / 10 of ‖H‖
   // (estimated from below by the largest ‖Hω‖/‖ω‖ seen, so the test errs on the strict side).
   // Probes that fail add their new directions to the basis.
   bool certify() {
     const int64_t p = std::min(o_.probes, shard_.n);
-    std::vector<double> w = products(p);
+    std::vector<double> w(static_cast<std::size_t>(rows_ * p));
+    fill_gaussian(w, 0, p);
+    w = products(w, p);
     for (int pass = 0; pass < 2; ++pass) {
       const std::vector<double> c = inner_products(q_, rows_, rank_, w.data(), p, comm_);
       const std::vector<double> qc = combine(q_, rows_, rank_, c, p);
       for (std::size_t i = 0; i < w.size(); ++i) w[i] -= qc[i];
     }
-    double largest = 0;
-    for (int64_t c = 0; c < p; ++c) largest = std::max(largest, norm(w.data() + c * rows_, rows_, comm_));
+    const std::vector<double> missed = column_norms(w.data(), rows_, p, comm_);
+    const double largest = *std::max_element(missed.begin(), missed.end());
     bound_ = kBoundFactor * largest;
     if (bound_ <= o_.tolerance / 10 * norm_) return true;
     full_ = !room_for(p);
@@ -155,14 +196,15 @@ class RangeFinder {
 
   // The eigenpairs of B = QᵀHQ, and Q·V for those that are nonzero.
   NonzeroSpectrum project() {
-    std::vector<double> hq(q_.size());
-    if (rank_ > 0) op_(q_.data(), rank_, hq.data());
-    std::vector<double> b = inner_products(q_, rows_, rank_, hq.data(), rank_, comm_);
-    hq = std::vector<double>();
-    for (int64_t i = 0; i < rank_; ++i)
-      for (int64_t j = 0; j < i; ++j) b[i * rank_ + j] = b[j * rank_ + i] = (b[i * rank_ + j] + b[j * rank_ + i]) / 2;
+    hq_.resize(q_.size());
+    if (rank_ > known_) op_(q_.data() + known_ * rows_, rank_ - known_, hq_.data() + known_ * rows_);
+    std::vector<double> b = symmetric_inner_products(q_, rows_, rank_, hq_, comm_);
+    hq_ = std::vector<double>();
     std::vector<double> theta, v;
-    symmetric_eigen(std::move(b), rank_, theta, v);
+    if (o_.vectors)
+      symmetric_eigen(std::move(b), rank_, theta, v);
+    else
+      theta = symmetric_eigenvalues(std::move(b), rank_);
     NonzeroSpectrum s;
     s.rank = rank_;
     s.sketch_columns = sketched_;
@@ -172,7 +214,7 @@ class RangeFinder {
     for (int64_t i = 0; i < rank_; ++i) {
       if (std::abs(theta[i]) <= o_.tolerance * s.norm) continue;
       s.values.push_back(theta[i]);
-      kept.insert(kept.end(), v.begin() + i * rank_, v.begin() + (i + 1) * rank_);
+      if (o_.vectors) kept.insert(kept.end(), v.begin() + i * rank_, v.begin() + (i + 1) * rank_);
     }
     if (o_.vectors) s.vectors = combine(q_, rows_, rank_, kept, static_cast<int64_t>(s.values.size()));
     return s;
@@ -184,8 +226,9 @@ class RangeFinder {
   MPI_Comm comm_;
   const int64_t rows_;
   int64_t max_columns_ = 0;
-  std::vector<double> q_;  // the orthonormal basis, rows × rank_
-  int64_t rank_ = 0, sketched_ = 0;
+  std::vector<double> q_;   // the orthonormal basis, rows × rank_
+  std::vector<double> hq_;  // H times its first known_ columns
+  int64_t rank_ = 0, known_ = 0, sketched_ = 0;
   double norm_ = 0, bound_ = 0;
   bool full_ = false;
   const double start_ = MPI_Wtime();

@@ -48,6 +48,15 @@ double norm(const double* w, int64_t rows, MPI_Comm comm) {
   return std::sqrt(allsum(s, comm));
 }
 
+std::vector<double> column_norms(const double* w, int64_t rows, int64_t k, MPI_Comm comm) {
+  std::vector<double> s(static_cast<std::size_t>(k), 0.0);
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t i = 0; i < rows; ++i) s[c] += w[c * rows + i] * w[c * rows + i];
+  allsum(s, comm);
+  for (double& v : s) v = std::sqrt(v);
+  return s;
+}
+
 void tridiagonal_eigen(const std::vector<double>& alpha, const std::vector<double>& beta, int64_t m,
                        std::vector<double>& values, std::vector<double>& vectors) {
   values.assign(alpha.begin(), alpha.begin() + m);
@@ -84,12 +93,24 @@ void project_out_basis(const std::vector<double>& q, int64_t rows, int64_t rank,
   dgemm_("N", "N", &m, &kk, &r, &minus, q.data(), &m, c.data(), &r, &one, block.data(), &m);
 }
 
+// BᵀB's lower triangle (dsyrk: half a dgemm's flops), summed over the ranks.
+std::vector<double> gram_lower(const std::vector<double>& b, int64_t rows, int64_t k, MPI_Comm comm) {
+  std::vector<double> g(static_cast<std::size_t>(k * k), 0.0);
+  if (rows > 0 && k > 0) {
+    const int m = as_int(rows), kk = as_int(k);
+    const double one = 1, zero = 0;
+    dsyrk_("L", "T", &kk, &m, &one, b.data(), &m, &zero, g.data(), &kk);
+  }
+  allsum(g, comm);
+  return g;
+}
+
 // SVQB (Stathopoulos and Wu 2002): the block's k columns replaced by an orthonormal basis of the
 // directions in which it is longer than `least` and than 1e-7 of its longest (G = BᵀB = V Λ Vᵀ,
 // B ← B V Λ^-1/2 over those λ; what Λ cannot resolve, below 1e-7 of the longest, is rounding).
 // Returns the directions kept; `shortest` is the least length kept. Collective.
 int64_t svqb(std::vector<double>& block, int64_t rows, int64_t k, double least, double& shortest, MPI_Comm comm) {
-  std::vector<double> gram = inner_products(block, rows, k, block.data(), k, comm);
+  std::vector<double> gram = gram_lower(block, rows, k, comm);
   std::vector<double> lambda, v;
   symmetric_eigen(std::move(gram), k, lambda, v);
   const double floor = std::max(least * least, 1e-14 * std::max(lambda.empty() ? 0.0 : lambda.back(), 0.0));
@@ -110,13 +131,13 @@ int64_t svqb(std::vector<double>& block, int64_t rows, int64_t k, double least, 
 
 int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& rank, std::vector<double>& block,
                                  int64_t k, double drop, MPI_Comm comm) {
-  double longest = 0;
-  for (int64_t c = 0; c < k; ++c) longest = std::max(longest, norm(block.data() + c * rows, rows, comm));
-  // The basis out of the block twice ("twice is enough"), then the block orthonormalized within
-  // itself, where what is left of a column below `drop` of the block's longest is rounding; again
-  // while a direction lost more than a third of its length to the basis (it was nearly in its
-  // span: its rounding, amplified by the normalization, must go too).
-  project_out_basis(q, rows, rank, block, k, comm);
+  const std::vector<double> lengths = column_norms(block.data(), rows, k, comm);
+  const double longest = lengths.empty() ? 0.0 : *std::max_element(lengths.begin(), lengths.end());
+  // The basis out of the block, then the block orthonormalized within itself, where what is left of
+  // a column below `drop` of the block's longest is rounding; twice ("twice is enough": the second
+  // pass takes out what the first's rounding left of the basis, amplified by the normalization,
+  // and drops what was only that), and again while a direction lost more than a third of its
+  // length to the basis.
   int64_t kept = k;
   double least = drop * longest;
   for (int pass = 0; pass < 4 && kept > 0; ++pass) {
@@ -129,6 +150,37 @@ int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& 
   q.insert(q.end(), block.begin(), block.begin() + rows * kept);
   rank += kept;
   return kept;
+}
+
+std::vector<double> symmetric_inner_products(const std::vector<double>& q, int64_t rows, int64_t rank,
+                                             const std::vector<double>& w, MPI_Comm comm) {
+  constexpr int64_t kPanel = 256;
+  std::vector<double> c(static_cast<std::size_t>(rank * rank), 0.0);
+  const int m = as_int(rows), r = as_int(rank);
+  const double one = 1, zero = 0;
+  for (int64_t first = 0; rows > 0 && first < rank; first += kPanel) {
+    const int below = as_int(rank - first), width = as_int(std::min(kPanel, rank - first));
+    dgemm_("T", "N", &below, &width, &m, &one, q.data() + first * rows, &m, w.data() + first * rows, &m, &zero,
+           c.data() + first * rank + first, &r);
+  }
+  allsum(c, comm);
+  return c;
+}
+
+std::vector<double> symmetric_eigenvalues(std::vector<double> a, int64_t m) {
+  std::vector<double> values(static_cast<std::size_t>(m), 0.0);
+  if (m == 0) return values;
+  const int mm = as_int(m);
+  int info = 0, lwork = -1, liwork = -1, iquery = 0;
+  double query = 0;
+  dsyevd_("N", "L", &mm, a.data(), &mm, values.data(), &query, &lwork, &iquery, &liwork, &info);
+  lwork = static_cast<int>(query) + 1;
+  liwork = iquery + 1;
+  std::vector<double> work(static_cast<std::size_t>(lwork));
+  std::vector<int> iwork(static_cast<std::size_t>(liwork));
+  dsyevd_("N", "L", &mm, a.data(), &mm, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0) throw InternalError("dsyevd failed on the projected matrix (info = " + std::to_string(info) + ")");
+  return values;
 }
 
 void symmetric_eigen(std::vector<double> a, int64_t m, std::vector<double>& values, std::vector<double>& vectors) {

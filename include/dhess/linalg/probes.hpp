@@ -29,12 +29,19 @@ inline double slq_start(uint64_t seed, uint64_t p, uint64_t row, int64_t n) {
   return rademacher(seed, kSlqStream + p, row) / std::sqrt(double(n));
 }
 
-// A standard normal entry (Box-Muller over two uniforms in (0, 1)), for Gaussian sketches.
-inline double gaussian(uint64_t seed, uint64_t stream, uint64_t row) {
-  const uint64_t key = mix(stream * 0x100000001b3ull + row);
-  const double u1 = (static_cast<double>(mix(seed ^ key) >> 11) + 0.5) * 0x1.0p-53;
-  const double u2 = (static_cast<double>(mix(seed ^ key ^ 0x5bd1e995ull) >> 11) + 0.5) * 0x1.0p-53;
-  return std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+// Standard normal entries `first` .. `first + count - 1` of one stream, for Gaussian sketches: Box-Muller
+// over two uniforms in (0, 1) keyed by the pair of rows (2i, 2i + 1), its cosine for the even row and
+// its sine for the odd one (one logarithm per two entries).
+inline void gaussians(uint64_t seed, uint64_t stream, uint64_t first, int64_t count, double* out) {
+  const uint64_t end = first + static_cast<uint64_t>(count);
+  for (uint64_t pair = first / 2; 2 * pair < end; ++pair) {
+    const uint64_t key = mix(stream * 0x100000001b3ull + pair);
+    const double u1 = (static_cast<double>(mix(seed ^ key) >> 11) + 0.5) * 0x1.0p-53;
+    const double u2 = (static_cast<double>(mix(seed ^ key ^ 0x5bd1e995ull) >> 11) + 0.5) * 0x1.0p-53;
+    const double radius = std::sqrt(-2 * std::log(u1)), angle = 6.283185307179586 * u2;
+    if (2 * pair >= first) out[2 * pair - first] = radius * std::cos(angle);
+    if (2 * pair + 1 < end) out[2 * pair + 1 - first] = radius * std::sin(angle);
+  }
 }
 
 }  // namespace dhess
