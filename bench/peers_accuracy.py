@@ -556,7 +556,7 @@ def exact_runs(ex, dhess, tasks):
     diagonal = {"method": "dhess exact (--diagonal exact)", "probes": n, **summarize(full),
                 "error": float(np.linalg.norm(full["diagonal"] - diag) / np.linalg.norm(diag))}
     trace = [{**diagonal, "error": abs(full["value"] - tr) / abs(tr)}]
-    # --nonzero pays about twice the rank in products: where H is not of low rank, the exact diagonal is cheaper.
+    # --nonzero pays about 1.5 times the rank in products: where H is not of low rank, the exact diagonal is cheaper.
     rank = int(np.sum(np.abs(ex["eigenvalues"]) > 1e-10 * np.abs(ex["eigenvalues"]).max()))
     if "trace" in tasks and rank <= n // 4:
         nonzero = summarize(dhess.nonzero())

@@ -16,6 +16,8 @@ namespace {
 constexpr double kBoundFactor = 7.978845608028654;
 // What is left of a sketch column after projection, relative to its norm, below which it is rounding.
 constexpr double kDrop = 1e-13;
+// Certificates repeated after one whose probes held the rest of the range.
+constexpr int kRecertify = 2;
 
 class RangeFinder {
  public:
@@ -25,7 +27,6 @@ class RangeFinder {
     seconds_ = o.seconds;
     refine_ = o.refine;
     q_.reserve(static_cast<std::size_t>(rows_ * std::min<int64_t>(max_columns_, 2 * o.first_block)));
-    hq_.reserve(q_.capacity());
   }
 
   NonzeroSpectrum run() {
@@ -67,8 +68,9 @@ class RangeFinder {
 
   // The widest round of up to k vectors -- k, k/2, k/4, ... down to the first block -- whose time
   // and the projection's after it (a product per basis vector whose product the sketch has not
-  // made) stay within what the sketch may take; 0 where none does. A round of k costs its products (the mean time of
-  // one so far) and the orthonormalization of k columns against a basis of rank + k (twice, with the probes: counted in
+  // made) stay within what the sketch may take; 0 where none does. A round of k costs its products
+  // (the mean time of one so far), up to 1 + kRecertify certificates' probes, and the
+  // orthonormalization of k columns against a basis of rank + k (twice, with the probes: counted in
   // the measured time per pair). Every rank decides on the slowest rank's clock.
   int64_t width_in_time(int64_t k) {
     if (seconds_ <= 0 || sketched_ == 0) return k;
@@ -78,7 +80,7 @@ class RangeFinder {
     auto projected = [&](int64_t w) {
       const double width = static_cast<double>(w), basis = static_cast<double>(rank_ + w);
       const double unmultiplied = static_cast<double>(rank_ - known_ - reused(w) + w);
-      return clock[0] + per_product * (width + o_.probes + unmultiplied) + clock[2] * width * basis;
+      return clock[0] + per_product * (width + (1 + kRecertify) * o_.probes + unmultiplied) + clock[2] * width * basis;
     };
     for (int64_t w = k; w >= std::min(o_.first_block, k); w /= 2)
       if (projected(w) <= seconds_) return w;
@@ -153,8 +155,11 @@ class RangeFinder {
     throw full;
   }
 
+  // The basis grows by the block's new directions; HQ's columns get room for as many (reserved,
+  // not touched: the projection's products fill it without a second copy of what is there).
   void extend(std::vector<double>& block, int64_t k) {
     extend_orthonormal_basis(q_, rows_, rank_, block, k, kDrop, comm_);
+    hq_.reserve(q_.capacity());
   }
 
   // Fresh probes, again while the last ones added fewer directions than they were: the part of H's
@@ -162,14 +167,16 @@ class RangeFinder {
   // it whenever d is below their count), so it is in the basis now and the next probes certify it
   // at the price of the probes alone, where a new round would multiply as many vectors as the basis
   // holds.
+  // At most kRecertify times: past that a round, which the time budget weighs, takes over.
   bool certify_captured() {
     const int64_t p = std::min(o_.probes, shard_.n);
-    while (true) {
+    for (int again = 0; again <= kRecertify; ++again) {
       const int64_t before = rank_;
       if (certify()) return true;
       const int64_t added = rank_ - before;
       if (full_ || added == 0 || added == p) return false;
     }
+    return false;
   }
 
   // Fresh probes: certified when what Q misses of their products is within tolerance / 10 of ‖H‖

@@ -47,9 +47,9 @@ int64_t workspace_elements(Solver chosen, const EigenRequest& request, int64_t n
 }
 
 // The rank-revealing solver's memory at its sketch bound k, in row blocks of n / P rows: the
-// basis (its vector's growth may hold two), the last sketch block with its Gaussian vectors and
-// their copies in H's layout for pdgemm, then H·Q and the eigenvectors; B = QᵀHQ and its
-// eigenvectors whole on every rank.
+// basis (its vector's growth may hold two), H·Q as the sketch makes it, the last sketch block with
+// its input vectors and their copies in H's layout for pdgemm, then the eigenvectors; B = QᵀHQ and
+// its eigenvectors whole on every rank.
 int64_t sketch_elements(int64_t n, int64_t ranks, int64_t k) { return 6 * k * ceil_div(n, ranks) + 2 * k * k; }
 
 constexpr int64_t int32_max = 2147483647;

@@ -239,8 +239,8 @@ SpectrumPlan plan_spectrum(const SpectrumOptions& so, const RowShard& shard, Hvp
   }
   fit_product_width(so, max_columns, p);
   check_product_width(so, max_columns, engine, vectors, comm, p);
-  // The range finder takes what is left: per basis vector itself, its product, a share of a sketch
-  // block and of its Gaussian vectors (4 rows of 8 bytes).
+  // The range finder takes what is left: per basis vector itself, its product (kept as the sketch
+  // makes it), a share of a sketch block and of its input vectors (4 rows of 8 bytes).
   if (so.nonzero) {
     const double per_vector = 32.0 * static_cast<double>(std::max<int64_t>(shard.rows(), 1));
     const double room = p.available - p.baseline - p.products - largest_phase(p);

@@ -43,7 +43,8 @@ struct NonzeroSpectrum {
   bool out_of_time = false;  // gave up because the next round would pass `seconds`
 };
 
-// Doubles a Gaussian sketch H·Ω until fresh probes certify that Q (its orthonormal range) holds H's
+// Doubles a sketch H·Ω (Ω: fresh Gaussian vectors and, up to half of each round, the basis vectors
+// whose products it lacks) until fresh probes certify that Q (its orthonormal range) holds H's
 // range to tolerance / 10 · ‖H‖, then takes the eigenpairs of QᵀHQ. Every eigenvalue of H outside
 // `values` is zero within `bound`, and those in it are within `bound` of H's. Throws ResourceError,
 // with the rank seen so far, when the basis outgrows `max_columns`. Collective.

@@ -42,9 +42,9 @@ int64_t extend_orthonormal_basis(std::vector<double>& q, int64_t rows, int64_t& 
 std::vector<double> inner_products(const std::vector<double>& q, int64_t rows, int64_t rank, const double* w, int64_t k,
                                    MPI_Comm comm);
 
-// The lower triangle of Qᵀ·W (rank × rank, column-major, the same on every rank; zeros above) where
-// it is known to be symmetric (W = H·Q for a symmetric H): half the flops of inner_products.
-// Collective.
+// The lower triangle of Qᵀ·W (rank × rank, column-major, the same on every rank; above it only
+// the diagonal blocks of its panels are set) where it is known to be symmetric (W = H·Q for a
+// symmetric H): half the flops of inner_products. Collective.
 std::vector<double> symmetric_inner_products(const std::vector<double>& q, int64_t rows, int64_t rank,
                                              const std::vector<double>& w, MPI_Comm comm);
 // The eigenvalues (ascending) of a small symmetric matrix given by its lower triangle (LAPACK
