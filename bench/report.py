@@ -911,8 +911,34 @@ class Report:
                "only); peers: one Python process on 2 threads, the task alone (model and packages loaded). \"ratio\": "
                "the wall time of dhess's fastest method that met the target over the fastest peer's that did (< 1: "
                "dhess faster); the targets' table adds the ratio of dhess's in-run time.\n")
+        self.l_capabilities()
         for name, r in runs:
             self.l_table(name, r)
+
+    # What each tool's public API offers, at the versions bench/requirements.txt pins (read from their
+    # sources: pyhessian/hessian.py, hessian_eigenthings/{algorithms,operators}, curvlinops/{trace,diagonal,
+    # hessian.py}); "—" is a task the tool has no method for.
+    CAPABILITIES = [
+        ("top-k eigenpairs", "Lanczos (restarted where the basis does not fit)", "power iteration",
+         "Lanczos, power iteration", "scipy's ARPACK on its operator"),
+        ("every eigenvalue / eigenpair (dense H)", "ScaLAPACK / ELPA on H distributed over ranks", "—", "—",
+         "— (H @ I on one process, 8n² bytes, then numpy)"),
+        ("every nonzero eigenpair, certified", "`--nonzero`, `--solver auto`", "—", "—", "—"),
+        ("trace", "Hutchinson, Hutch++, exact (`--diagonal exact`, `--nonzero`)", "Hutchinson",
+         "Hutchinson, Hutch++", "Hutchinson, Hutch++, XTrace"),
+        ("diagonal", "Hutchinson, exact", "—", "—", "Hutchinson, XDiag"),
+        ("spectral density", "SLQ", "SLQ (calls torch.eig: fails on torch ≥ 1.9)", "SLQ", "SLQ"),
+        ("exact Hessian blocks", "`--blocks` (each block's trace and top eigenvalues, exact)", "—", "—",
+         "block-diagonal operator (`block_sizes`), no dense block"),
+        ("Gauss-Newton / empirical Fisher", "`--curvature ggn\\|ef`", "—", "GGN, Fisher operators",
+         "GGN, EF, KFAC operators"),
+        ("across processes", "MPI ranks (data and vectors sharded)", "—", "a DDP Hessian operator", "—"),
+    ]
+
+    def l_capabilities(self):
+        self.w("What each tool offers (its public API at the pinned version; \"—\": no method for the task):\n")
+        self.w(table(["task", "dhess", "PyHessian 0.1", "hessian-eigenthings 1.0.0a5", "curvlinops 3.0.1"],
+                     [list(row) for row in self.CAPABILITIES]))
 
     def l_table(self, name, r):
         e = r["exact"]
