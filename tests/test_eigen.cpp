@@ -2,6 +2,7 @@
 // against numpy.linalg.eigvalsh and the definition H z = λ z.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -136,6 +137,37 @@ TEST(Eigen, LowRankByPdgemmMatchesNumpy) {
   }
 }
 
+// A closed-form spectrum the sketch must find whole: H = V diag(λ) Vᵀ over the orthonormal DCT-II
+// basis, with one eigenvalue of multiplicity 100 -- more than a round's first 64 vectors, and
+// than the basis vectors a round multiplies again (their products cannot leave an eigenspace:
+// only the rounds' fresh Gaussian vectors reach the rest of it) -- beside 30 distinct positive and
+// 20 negative ones; the other 350 are zero.
+TEST(Eigen, LowRankFindsAnEigenvalueOfHighMultiplicity) {
+  const int64_t n = 500;
+  std::vector<double> lambda(static_cast<std::size_t>(n), 0.0);
+  for (int64_t j = 0; j < 100; ++j) lambda[j] = 1.0;
+  for (int64_t j = 0; j < 30; ++j) lambda[100 + j] = 0.1 + 0.02 * static_cast<double>(j);
+  for (int64_t j = 0; j < 20; ++j) lambda[130 + j] = -0.05 - 0.01 * static_cast<double>(j);
+  NpyArray h{{n, n}, std::vector<double>(static_cast<std::size_t>(n * n), 0.0)};
+  auto basis = [&](int64_t i, int64_t j) {
+    return (j == 0 ? std::sqrt(1.0 / n) : std::sqrt(2.0 / n)) * std::cos(M_PI * (i + 0.5) * j / n);
+  };
+  for (int64_t j = 0; j < 150; ++j)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < n; ++k) h.data[i * n + k] += lambda[j] * basis(i, j) * basis(k, j);
+  std::vector<double> expected = lambda;
+  std::sort(expected.begin(), expected.end());
+  for (auto [r, c] : grids()) {
+    ProcessGrid grid(MPI_COMM_WORLD, r, c);
+    auto a = distribute<double>(grid, h, 16);
+    Spectrum<double> s = solve(grid, a, parse_eigen_request("values"), Solver::lowrank, 400);
+    ASSERT_TRUE(s.lowrank.answered) << s.lowrank.why_not;
+    EXPECT_EQ(s.lowrank.rank, 150);
+    ASSERT_EQ(static_cast<int64_t>(s.values.size()), n);
+    for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(s.values[i], expected[i], 1e-12) << i;
+  }
+}
+
 TEST(Eigen, ElpaPassesTheSameChecks) {
   if (!elpa_available()) GTEST_SKIP() << "built without ELPA";
   for (auto [r, c] : grids()) {
@@ -230,8 +262,8 @@ ShardedOperator oracle_operator(const NpyArray& h, const RowShard& shard) {
     const ShardCounts sc(n, MPI_COMM_WORLD);
     std::vector<double> whole(static_cast<std::size_t>(n));
     for (int64_t c = 0; c < k; ++c) {
-      MPI_Allgatherv(x + c * rows, static_cast<int>(rows), MPI_DOUBLE, whole.data(), sc.counts.data(),
-                     sc.displs.data(), MPI_DOUBLE, MPI_COMM_WORLD);
+      MPI_Allgatherv(x + c * rows, static_cast<int>(rows), MPI_DOUBLE, whole.data(), sc.counts.data(), sc.displs.data(),
+                     MPI_DOUBLE, MPI_COMM_WORLD);
       for (int64_t i = 0; i < rows; ++i) {
         double sum = 0;
         for (int64_t j = 0; j < n; ++j) sum += h.data[(shard.begin + i) * n + j] * whole[j];
