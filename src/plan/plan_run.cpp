@@ -76,12 +76,14 @@ std::string lowrank_text(const RunOptions& o, const DenseSetup& s) {
                 "larger rank, costs " +
                 full + "'s time plus that share"
           : "";
-  return "the eigensolver first sketches H's range with Hessian-vector products on Gaussian vectors (split "
-         "over the ranks as H's columns are), doubling from 64, up to " +
+  return "the eigensolver first sketches H's range with Hessian-vector products on Gaussian vectors and on "
+         "the basis vectors whose products it lacks (split over the ranks as H's columns are), doubling from 64, "
+         "up to " +
          bound + " vectors (what memory holds)" + limit +
          ". Where H's rank is within reach and the eigenpairs asked for are nonzero, it answers exactly (the "
-         "other eigenvalues zero within a certified bound) in the time of about twice rank + 80 columns of H and an "
-         "orthonormalization of about 4 n x (2 rank)^2 flops; otherwise " +
+         "other eigenvalues zero within a certified bound) in the time of about 1.5 rank + 100 columns of H and an "
+         "orthonormalization of about 6 n x rank^2 flops (4 times that where the sketch overshoots to twice the "
+         "rank); otherwise " +
          full + " answers after it; the eigensolver estimate is " + full + "'s";
 }
 
