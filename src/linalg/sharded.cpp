@@ -170,38 +170,32 @@ std::vector<double> symmetric_inner_products(const std::vector<double>& q, int64
   return c;
 }
 
-std::vector<double> symmetric_eigenvalues(std::vector<double> a, int64_t m) {
+namespace {
+
+// LAPACK dsyevd on the lower triangle of the m × m matrix a: the eigenvalues (ascending), and with
+// jobz "V" the eigenvectors in place of a.
+std::vector<double> dsyevd(const char* jobz, std::vector<double>& a, int64_t m) {
   std::vector<double> values(static_cast<std::size_t>(m), 0.0);
   if (m == 0) return values;
   const int mm = as_int(m);
   int info = 0, lwork = -1, liwork = -1, iquery = 0;
   double query = 0;
-  dsyevd_("N", "L", &mm, a.data(), &mm, values.data(), &query, &lwork, &iquery, &liwork, &info);
+  dsyevd_(jobz, "L", &mm, a.data(), &mm, values.data(), &query, &lwork, &iquery, &liwork, &info);
   lwork = static_cast<int>(query) + 1;
   liwork = iquery + 1;
   std::vector<double> work(static_cast<std::size_t>(lwork));
   std::vector<int> iwork(static_cast<std::size_t>(liwork));
-  dsyevd_("N", "L", &mm, a.data(), &mm, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  dsyevd_(jobz, "L", &mm, a.data(), &mm, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
   if (info != 0) throw InternalError("dsyevd failed on the projected matrix (info = " + std::to_string(info) + ")");
   return values;
 }
 
+}  // namespace
+
+std::vector<double> symmetric_eigenvalues(std::vector<double> a, int64_t m) { return dsyevd("N", a, m); }
+
 void symmetric_eigen(std::vector<double> a, int64_t m, std::vector<double>& values, std::vector<double>& vectors) {
-  values.assign(static_cast<std::size_t>(m), 0.0);
-  if (m == 0) {
-    vectors.clear();
-    return;
-  }
-  const int mm = as_int(m);
-  int info = 0, lwork = -1, liwork = -1, iquery = 0;
-  double query = 0;
-  dsyevd_("V", "L", &mm, a.data(), &mm, values.data(), &query, &lwork, &iquery, &liwork, &info);
-  lwork = static_cast<int>(query) + 1;
-  liwork = iquery + 1;
-  std::vector<double> work(static_cast<std::size_t>(lwork));
-  std::vector<int> iwork(static_cast<std::size_t>(liwork));
-  dsyevd_("V", "L", &mm, a.data(), &mm, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
-  if (info != 0) throw InternalError("dsyevd failed on the projected matrix (info = " + std::to_string(info) + ")");
+  values = dsyevd("V", a, m);
   vectors = std::move(a);
 }
 
