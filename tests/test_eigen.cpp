@@ -255,6 +255,46 @@ TEST(Eigen, SymmetrizeReportsAsymmetryAndAverages) {
   }
 }
 
+TEST(Eigen, SymmetrizeMirrorsTheLowerTriangleWhereOnlyItWasComputed) {
+  // Columns hold the rows from their parameter's first on (HvpEngine::columns): above those the
+  // upper entries are garbage and H comes from the lower triangle; the pairs computed twice are
+  // averaged, and they alone make the asymmetry.
+  NpyArray h = read_npy(oracle("convnet_H.npy"));
+  const int64_t n = h.shape[0];
+  const std::vector<int64_t> offsets = {0, n / 7, n / 7 + 3, n / 2, n - 5};
+  auto first_row = [&](int64_t j) {
+    int64_t f = 0;
+    for (int64_t o : offsets) f = o <= j ? o : f;
+    return f;
+  };
+  NpyArray given = h;
+  double e2 = 0, norm2 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    norm2 += h.data[i * n + i] * h.data[i * n + i];
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double lower = h.data[j * n + i];
+      if (i < first_row(j)) {
+        given.data[i * n + j] = 1e3 * std::cos(static_cast<double>(i + 2 * j));
+        norm2 += 2 * lower * lower;
+        continue;
+      }
+      const double e = 1e-3 * std::sin(static_cast<double>(i * 31 + j * 17));
+      given.data[i * n + j] += e;
+      given.data[j * n + i] -= e;
+      e2 += 8 * e * e;
+      norm2 += given.data[i * n + j] * given.data[i * n + j] + given.data[j * n + i] * given.data[j * n + i];
+    }
+  }
+  for (auto [r, c] : grids()) {
+    ProcessGrid grid(MPI_COMM_WORLD, r, c);
+    auto a = distribute<double>(grid, given, 7);
+    SymmetryStats stats = symmetrize(grid, a, offsets);
+    EXPECT_NEAR(stats.asymmetry, std::sqrt(e2 / norm2), 1e-12);
+    EXPECT_NEAR(stats.frobenius, std::sqrt(norm2), 1e-10 * std::sqrt(norm2));
+    EXPECT_LE(test::relative_difference(a, h), 1e-14);
+  }
+}
+
 // The oracle H as a row-sharded operator: each vector gathered whole, this rank's rows of H·x.
 ShardedOperator oracle_operator(const NpyArray& h, const RowShard& shard) {
   return [&h, shard](const double* x, int64_t k, double* y) {

@@ -47,7 +47,7 @@ double assembled_error(const ProblemSpec& spec, const Shape& s, const std::strin
   BlockCyclicMatrix<T> h(grid, n, n, s.block, s.block);
   Progress quiet("columns", n, false);
   assemble<T>(engine, grid, h, quiet);
-  SymmetryStats sym = symmetrize(grid, h);
+  SymmetryStats sym = symmetrize(grid, h, problem.layout().offsets());
   if (asymmetry) *asymmetry = sym.asymmetry;
   NpyArray expected = read_npy(oracle(oracle_file));
   EXPECT_EQ(expected.shape.at(0), n);

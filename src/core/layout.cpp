@@ -22,6 +22,12 @@ std::size_t ParameterLayout::owner_of(int64_t j) const {
   return static_cast<std::size_t>(it - params_.begin()) - 1;
 }
 
+std::vector<int64_t> ParameterLayout::offsets() const {
+  std::vector<int64_t> o;
+  for (const auto& p : params_) o.push_back(p.offset);
+  return o;
+}
+
 std::size_t ParameterLayout::index_of(const std::string& name) const {
   for (std::size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name ||

@@ -132,10 +132,11 @@ class DenseRun {
     timings_["hvp_per_rank"] = hvp;
   }
 
-  // H ← (H + Hᵀ)/2 with the asymmetry it had, and its trace.
+  // H ← (H + Hᵀ)/2 where the columns hold both triangles, the lower one mirrored elsewhere, with
+  // the asymmetry it had and its trace.
   void symmetrize_matrix(BlockCyclicMatrix<T>& h) {
     const double t = MPI_Wtime();
-    symmetry_ = symmetrize(grid_, h);
+    symmetry_ = symmetrize(grid_, h, s_.loaded.problem->layout().offsets());
     summary_["asymmetry"] = symmetry_.asymmetry;
     summary_["trace"] = trace(grid_, h);
     timings_["symmetrize"] = MPI_Wtime() - t;

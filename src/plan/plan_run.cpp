@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dhess/core/collective.hpp"
+#include "dhess/core/layout.hpp"
 #include "dhess/core/memory.hpp"
 #include "dhess/linalg/solver_timing.hpp"
 #include "dhess/run/feasibility.hpp"
@@ -16,29 +17,53 @@ namespace {
 
 using json = nlohmann::json;
 
-// Hessian columns per second on one rank: half a second of panels at least (one small panel's
-// time varied by 50% between runs), after a first panel that builds the graph and checks the
-// batched path. The slowest rank's rate.
+// The parameters whose columns are timed, in order: the first (the columns that differentiate
+// through the whole graph: the costliest, and the rate taken where none is timed before), then by
+// decreasing size, so that what is timed covers most of H.
+std::vector<std::size_t> timing_order(const ParameterLayout& layout) {
+  const auto& params = layout.parameters();
+  std::vector<std::size_t> order(params.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin() + 1, order.end(),
+                   [&](std::size_t a, std::size_t b) { return params[a].size > params[b].size; });
+  return order;
+}
+
+// Hessian columns per second on one rank. A column costs what differentiating from its parameter
+// on costs (HvpEngine::columns), more for the earlier layers: a panel from the first column of
+// each parameter in timing_order() is timed, for half a second at least (one small panel's time
+// varied by 50% between runs) after a first panel that builds the graph and checks the batched
+// path, and a parameter not timed takes the rate of the nearest one timed before it. The slowest
+// rank's rate.
 double hvp_rate(const RunOptions& o, const Rank& r, DenseSetup& s) {
   const int64_t k = std::min<int64_t>(s.n, std::max<int64_t>(s.engine->panel_width(), 8));
+  const auto& params = s.loaded.problem->layout().parameters();
   double rate = 0;
   run_collectively(r.comm, [&] {
     std::vector<double> panel(static_cast<std::size_t>(s.n * k));
     std::vector<float> panel32(o.problem.dtype == Dtype::float32 ? panel.size() : 0);
-    auto columns = [&](int64_t j0) {
+    auto seconds_of = [&](int64_t j0) {
+      const double t = MPI_Wtime();
       if (o.problem.dtype == Dtype::float64)
         s.engine->columns(j0, j0 + k, panel.data());
       else
         s.engine->columns(j0, j0 + k, panel32.data());
+      return MPI_Wtime() - t;
     };
-    columns(0);
-    const double t = MPI_Wtime();
-    int64_t done = 0;
-    do {
-      columns(std::min(k + done, s.n - k));
-      done += k;
-    } while (MPI_Wtime() - t < 0.5 && done < s.n);
-    rate = static_cast<double>(done) / std::max(MPI_Wtime() - t, 1e-9);
+    seconds_of(0);
+    std::vector<double> per_column(params.size(), 0);  // 0: not timed
+    const double start = MPI_Wtime();
+    const auto order = timing_order(s.loaded.problem->layout());
+    for (std::size_t t = 0; t < order.size() && (t < 2 || MPI_Wtime() - start < 0.5); ++t) {
+      const std::size_t p = order[t];
+      per_column[p] = seconds_of(std::min(params[p].offset, s.n - k)) / static_cast<double>(k);
+    }
+    double seconds = 0, last = per_column[0];
+    for (std::size_t p = 0; p < params.size(); ++p) {
+      if (per_column[p] > 0) last = per_column[p];
+      seconds += last * static_cast<double>(params[p].size);
+    }
+    rate = static_cast<double>(s.n) / std::max(seconds, 1e-9);
   });
   MPI_Allreduce(MPI_IN_PLACE, &rate, 1, MPI_DOUBLE, MPI_MIN, r.comm);
   return rate;

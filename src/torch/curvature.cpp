@@ -3,6 +3,8 @@
 // mode does not give directly, is the derivative of Jᵀu (linear in a dummy u) in u along v.
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
+
 #include "dhess/core/errors.hpp"
 #include "problem_impl.hpp"
 
@@ -16,15 +18,27 @@ Tensors grad(const Tensors& outputs, const Tensors& inputs, const Tensors& grad_
                                /*allow_unused=*/true);
 }
 
-// The entries of `tensors` that depend on the parameters, and the matching entries of `v`.
+// The entries of `tensors` within the span's vector that depend on the parameters, and the
+// matching entries of `v`.
 struct Selected {
   Tensors outputs, vectors;
 };
-Selected depending(const Tensors& tensors, const Tensors& v) {
+Selected depending(const Tensors& tensors, const Tensors& v, const ProductSpan& span) {
   Selected s;
-  for (std::size_t i = 0; i < tensors.size(); ++i)
+  for (std::size_t i = span.vector_begin; i < std::min(tensors.size(), span.vector_end); ++i)
     if (tensors[i].defined() && tensors[i].requires_grad()) s.outputs.push_back(tensors[i]), s.vectors.push_back(v[i]);
   return s;
+}
+
+// The derivatives of `outputs` along `vectors` in the span's rows, undefined in the others.
+Tensors rows_of(const Tensors& params, const Tensors& outputs, const Tensors& vectors, const ProductSpan& span) {
+  const std::size_t first = std::min(span.rows_from, params.size());
+  const Tensors wanted(params.begin() + static_cast<std::ptrdiff_t>(first), params.end());
+  Tensors result(params.size());
+  if (wanted.empty()) return result;
+  const Tensors r = grad(outputs, wanted, vectors);
+  std::copy(r.begin(), r.end(), result.begin() + static_cast<std::ptrdiff_t>(first));
+  return result;
 }
 
 // H·v = ∂(∇L·v)/∂θ along the gradient's own graph.
@@ -38,10 +52,10 @@ class HessianGraph : public CurvatureGraph {
     for (const auto& t : gradient_) g.push_back(t.defined() ? t.detach() : t);
     return g;
   }
-  Tensors product(const Tensors& v) const override {
-    const Selected s = depending(gradient_, v);
+  Tensors product(const Tensors& v, const ProductSpan& span) const override {
+    const Selected s = depending(gradient_, v, span);
     if (s.outputs.empty()) return Tensors(p_.params.size());
-    return grad(s.outputs, p_.params, s.vectors);
+    return rows_of(p_.params, s.outputs, s.vectors, span);
   }
 
  private:
@@ -61,11 +75,11 @@ class OuterGraph : public CurvatureGraph {
   }
   torch::Tensor loss() const override { return loss_; }
   Tensors gradient() const override { return grad({loss_}, p_.params, {}); }
-  Tensors product(const Tensors& v) const override {
-    const Selected s = depending(transposed_, v);
+  Tensors product(const Tensors& v, const ProductSpan& span) const override {
+    const Selected s = depending(transposed_, v, span);
     if (s.outputs.empty()) return Tensors(p_.params.size());
     const torch::Tensor jv = grad(s.outputs, {dummy_}, s.vectors)[0];
-    return grad({outputs_}, p_.params, {middle(jv)});
+    return rows_of(p_.params, {outputs_}, {middle(jv)}, span);
   }
 
  protected:

@@ -51,7 +51,8 @@ struct HvpEngine::Impl {
   bool automatic = true;     // --hvp-mode auto: batched unless it costs more per vector
   bool panel_given = false;  // --panel: its width stands
   std::string reason;        // why the one-column path is used
-  bool verified = false;
+  bool verified = false;           // the eager batched path was checked
+  bool verified_compiled = false;  // and the batched path through the packages
   double column_bytes = 0;                    // measured by measure_column_bytes(): what each column of a product adds
   double product_bytes = 0;                   // and what a product holds whatever its width
   double single_bytes = 0;                    // a product of one vector (the unbatched path)
@@ -62,8 +63,14 @@ struct HvpEngine::Impl {
   std::string device_fit;                     // on a GPU: what its memory holds (fit_to_device)
   std::unique_ptr<CompiledProduct> compiled;  // --compiled: its packages that fit the run
   std::string compiled_note;                  // why --compiled is not (or not always) used
+  bool use_compiled = true;                   // false while a panel of columns takes the eager product
+  double compiled_per_column = 0;             // seconds (0: not timed)
+  int64_t compiled_calls = 0;                 // panels of columns through the packages
+  int64_t eager_columns_taken = 0;            // columns the eager product made beside the packages
+  std::vector<double> eager_per_column;       // seconds, by a panel's first parameter (0: not timed)
 
-  explicit Impl(Problem::Impl& problem) : p(problem), n(problem.layout.n()) {}
+  explicit Impl(Problem::Impl& problem)
+      : p(problem), n(problem.layout.n()), eager_per_column(problem.layout.parameters().size(), 0.0) {}
 
   torch::TensorOptions tensor_options() const { return torch::TensorOptions().dtype(p.scalar_type).device(p.device); }
 
@@ -80,13 +87,13 @@ struct HvpEngine::Impl {
 
   // v: per-parameter [k, *shape] tensors. Returns per-parameter [k, *shape] C·v for one micro-batch.
   std::vector<torch::Tensor> product_one_batch(const CurvatureGraph& g, const std::vector<torch::Tensor>& v, int64_t k,
-                                               bool use_vmap) {
+                                               bool use_vmap, const ProductSpan& span) {
     std::vector<torch::Tensor> result(p.params.size());
     if (use_vmap) {
       VmapLevel layer(k);
       std::vector<torch::Tensor> batched;
       for (const auto& t : v) batched.push_back(at::functorch::addBatchDim(t, 0, layer.level()));
-      const auto r = g.product(batched);
+      const auto r = g.product(batched, span);
       for (std::size_t i = 0; i < r.size(); ++i) {
         if (!r[i].defined()) continue;
         auto* b = at::functorch::maybeGetBatchedImpl(r[i]);
@@ -104,7 +111,7 @@ struct HvpEngine::Impl {
       for (int64_t c = 0; c < k; ++c) {
         std::vector<torch::Tensor> column;
         for (const auto& t : v) column.push_back(t[c]);
-        const auto r = g.product(column);
+        const auto r = g.product(column, span);
         for (std::size_t i = 0; i < r.size(); ++i)
           if (r[i].defined()) result[i][c].copy_(r[i]);
       }
@@ -116,14 +123,15 @@ struct HvpEngine::Impl {
 
   // A package's first product is checked against the eager product of its first vector: a package
   // compiled for another model of the same parameters must cost speed, never correctness.
+  // The package computes every row; the check compares the span's.
   std::vector<torch::Tensor> compiled_product(CompiledProduct::Package& package, const MicroBatch& batch,
-                                              const std::vector<torch::Tensor>& v, int64_t k) {
+                                              const std::vector<torch::Tensor>& v, int64_t k, const ProductSpan& span) {
     auto r = compiled->product(package, batch, v, k);
     if (CompiledProduct::verified(package)) return r;
     std::vector<torch::Tensor> probe;
     for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
-    const auto ref = product_one_batch(*p.curvature_graph(batch), probe, 1, false);
-    const auto [err, scale] = first_vector_difference(r, ref);
+    const auto ref = product_one_batch(*p.curvature_graph(batch), probe, 1, false, span);
+    const auto [err, scale] = first_vector_difference(r, ref, span.rows_from);
     if (err <= tolerance() * std::max(scale, 1e-30)) {
       CompiledProduct::verified(package) = true;
       return r;
@@ -135,20 +143,22 @@ struct HvpEngine::Impl {
   }
 
   std::vector<torch::Tensor> product_of_batch(const MicroBatch& batch, std::unique_ptr<CurvatureGraph>& scratch,
-                                              const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
-    auto* package = compiled ? compiled->find(batch) : nullptr;
+                                              const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap,
+                                              const ProductSpan& span) {
+    auto* package = compiled && use_compiled ? compiled->find(batch) : nullptr;
     if (package) {
-      auto r = compiled_product(*package, batch, v, k);
+      auto r = compiled_product(*package, batch, v, k, span);
       if (!r.empty()) return r;
     }
-    return product_one_batch(graph(batch, scratch), v, k, use_vmap);
+    return product_one_batch(graph(batch, scratch), v, k, use_vmap, span);
   }
 
-  std::vector<torch::Tensor> hvp(const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap) {
+  std::vector<torch::Tensor> hvp(const std::vector<torch::Tensor>& v, int64_t k, bool use_vmap,
+                                 const ProductSpan& span = {}) {
     std::vector<torch::Tensor> total;
     std::unique_ptr<CurvatureGraph> scratch;
     for (const auto& batch : p.batches) {
-      auto part = product_of_batch(batch, scratch, v, k, use_vmap);
+      auto part = product_of_batch(batch, scratch, v, k, use_vmap, span);
       if (total.empty()) {
         total = std::move(part);
       } else {
@@ -187,12 +197,14 @@ struct HvpEngine::Impl {
     }
   }
 
-  // The largest difference between the first vector's products in `r` and `ref`, and the largest
-  // entry of `ref`'s: what a batched or compiled product is checked by.
+  // The largest difference between the first vector's products in `r` and `ref` (in the rows of
+  // parameters from `rows_from` on), and the largest entry of `ref`'s: what a batched or compiled
+  // product is checked by.
   static std::pair<double, double> first_vector_difference(const std::vector<torch::Tensor>& r,
-                                                           const std::vector<torch::Tensor>& ref) {
+                                                           const std::vector<torch::Tensor>& ref,
+                                                           std::size_t rows_from = 0) {
     double err = 0, scale = 0;
-    for (std::size_t i = 0; i < r.size(); ++i) {
+    for (std::size_t i = rows_from; i < r.size(); ++i) {
       err = std::max(err, (r[i][0] - ref[i][0]).abs().max().item<double>());
       scale = std::max(scale, ref[i][0].abs().max().item<double>());
     }
@@ -204,21 +216,22 @@ struct HvpEngine::Impl {
   // The first batched panel is checked against one column computed without vmap (`first`, where
   // the caller has it): a missing or wrong batching rule must cost speed, never correctness.
   std::vector<torch::Tensor> batched_or_fallback(const std::vector<torch::Tensor>& v, int64_t k,
-                                                 const std::vector<torch::Tensor>* first = nullptr) {
+                                                 const std::vector<torch::Tensor>* first, const ProductSpan& span) {
+    bool& checked = compiled && use_compiled ? verified_compiled : verified;
     try {
-      auto r = hvp(v, k, true);
-      if (verified) return r;
+      auto r = hvp(v, k, true, span);
+      if (checked) return r;
       std::vector<torch::Tensor> ref;
       if (first) {
         ref = *first;
       } else {
         std::vector<torch::Tensor> probe;
         for (const auto& t : v) probe.push_back(t.narrow(0, 0, 1));
-        ref = hvp(probe, 1, false);
+        ref = hvp(probe, 1, false, span);
       }
       const auto [err, scale] = first_vector_difference(r, ref);
       if (err <= tolerance() * std::max(scale, 1e-30) || (scale == 0 && err == 0)) {
-        verified = true;
+        checked = true;
         return r;
       }
       reason =
@@ -229,13 +242,14 @@ struct HvpEngine::Impl {
       reason = "an operation of the model has no vmap batching rule: " + first_line(e.what());
     }
     batched = false;
-    return hvp(v, k, false);
+    return hvp(v, k, false, span);
   }
 
   // The products of k vectors given as per-parameter parts; `first` as in batched_or_fallback.
   std::vector<torch::Tensor> product(const std::vector<torch::Tensor>& v, int64_t k,
-                                     const std::vector<torch::Tensor>* first = nullptr) {
-    return (batched && k > 1) ? batched_or_fallback(v, k, first) : hvp(v, k, false);
+                                     const std::vector<torch::Tensor>* first = nullptr,
+                                     const ProductSpan& span = {}) {
+    return (batched && k > 1) ? batched_or_fallback(v, k, first, span) : hvp(v, k, false, span);
   }
 
   // k full n-vectors (vector c at v + c n, float64) as per-parameter [k, *shape] tensors.
@@ -254,9 +268,38 @@ struct HvpEngine::Impl {
       throw InternalError("column range [" + std::to_string(j0) + ", " + std::to_string(j1) + ") outside [0, " +
                           std::to_string(n) + ")");
     for (int64_t s = j0; s < j1; s += panel) {
-      int64_t k = std::min(panel, j1 - s);
-      scatter(product(unit_panel(s, k), k), k, out.narrow(0, s - j0, k));
+      const int64_t k = std::min(panel, j1 - s);
+      const ProductSpan span = column_span(s, k);
+      const bool eager = eager_columns(span);
+      // A first call (the package's kernels loaded, the batched path checked) is not timed.
+      const bool warm = eager ? verified || !batched || k == 1 : compiled_calls++ > 0;
+      const auto start = std::chrono::steady_clock::now();
+      use_compiled = !eager;
+      const auto r = product(unit_panel(s, k), k, nullptr, span);
+      use_compiled = true;
+      if (eager && compiled) eager_columns_taken += k;
+      double& timed = eager ? eager_per_column[span.rows_from] : compiled_per_column;
+      if (compiled && warm && timed <= 0)
+        timed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / k;
+      scatter(r, k, out.narrow(0, s - j0, k));
     }
+  }
+
+  // A compiled product costs the same for every panel of columns (it computes every row), an eager
+  // one less the later the panel's first parameter (fewer rows to differentiate): each is timed on
+  // its first panels (the package once, the eager product once per first parameter), then the
+  // faster taken.
+  bool eager_columns(const ProductSpan& span) const {
+    if (!compiled || compiled_per_column <= 0) return !compiled;
+    const double eager = eager_per_column[span.rows_from];
+    return eager <= 0 || eager < compiled_per_column;
+  }
+
+  // Columns [s, s + k) of a symmetric C: unit vectors within the parameters they fall in, and the
+  // rows from the first of those on, which hold the lower triangle (the assembler mirrors the rest).
+  ProductSpan column_span(int64_t s, int64_t k) const {
+    const std::size_t first = p.layout.owner_of(s);
+    return {first, p.layout.owner_of(s + k - 1) + 1, first};
   }
 };
 
@@ -419,10 +462,14 @@ void keep_the_faster_product(HvpEngine::Impl& e) {
                   "a product of %lld vectors took %.3g s eager, %.3g s compiled (which recomputes the gradient)",
                   static_cast<long long>(width), eager, compiled);
     e.compiled_note = text;
-    e.verified = false;  // the batched path was checked through the package: check the eager one
     return;
   }
   e.compiled = std::move(kept);
+  if (compiled >= 0.05) {  // both timed: columns take the faster per panel
+    e.compiled_per_column = compiled / static_cast<double>(width);
+    e.eager_per_column[0] = eager / static_cast<double>(width);
+    return;
+  }
   e.cached.reset();  // the compiled product needs no graph
 }
 
@@ -548,7 +595,11 @@ std::string HvpEngine::mode_description() const {
   if (e.compiled && e.compiled->packages() > 0)
     return "compiled (AOTInductor, " + e.compiled->method() + ", " + std::to_string(e.compiled->width()) +
            " vectors per product, " + std::to_string(e.panel) + " columns per pass" +
-           (e.compiled_note.empty() ? "" : "; " + e.compiled_note) + device + ")";
+           (e.compiled_note.empty() ? "" : "; " + e.compiled_note) +
+           (e.eager_columns_taken > 0 ? "; " + std::to_string(e.eager_columns_taken) +
+                                            " Hessian columns by the eager product, faster for their panels"
+                                      : "") +
+           device + ")";
   const std::string eager = e.compiled_note.empty() ? "" : "; eager: " + e.compiled_note;
   if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + eager + device + ")";
   return "one column per pass (" + e.reason + eager + device + ")";

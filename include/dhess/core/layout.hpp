@@ -31,6 +31,8 @@ class ParameterLayout {
   const std::vector<ParameterInfo>& parameters() const { return params_; }
   // Index of the parameter that owns flattened index j.
   std::size_t owner_of(int64_t j) const;
+  // The first flattened index of each parameter, ascending.
+  std::vector<int64_t> offsets() const;
   // Index of the parameter called `name` (or aliased so); throws if absent.
   std::size_t index_of(const std::string& name) const;
   // Names of the parameters frozen in the model (requires_grad=False), layout order.

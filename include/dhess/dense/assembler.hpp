@@ -42,12 +42,15 @@ AssemblyStats assemble(HvpEngine& engine, const ProcessGrid& grid, BlockCyclicMa
                        const AssemblyHooks<T>& hooks = {});
 
 struct SymmetryStats {
-  double asymmetry = 0;  // ‖H−Hᵀ‖_F / ‖H‖_F before symmetrizing (0 when H = 0)
-  double frobenius = 0;  // ‖H‖_F before symmetrizing
+  double asymmetry = 0;  // ‖H−Hᵀ‖_F / ‖H‖_F before symmetrizing, over the pairs computed twice (0 when H = 0)
+  double frobenius = 0;  // ‖H‖_F before symmetrizing (a pair computed once: its lower entry twice)
 };
-// H ← (H+Hᵀ)/2 in strips of one block column.
+// H ← (H+Hᵀ)/2 in strips of block columns, where both triangles were computed. `offsets`: the
+// first row of each parameter, ascending (Layout's offsets): column j then holds rows from its
+// parameter's first on (HvpEngine::columns), and above those the lower triangle's entry is taken.
+// Empty: every entry was computed. The asymmetry is over the pairs computed twice.
 template <typename T>
-SymmetryStats symmetrize(const ProcessGrid& grid, BlockCyclicMatrix<T>& h);
+SymmetryStats symmetrize(const ProcessGrid& grid, BlockCyclicMatrix<T>& h, const std::vector<int64_t>& offsets = {});
 
 template <typename T>
 double trace(const ProcessGrid& grid, const BlockCyclicMatrix<T>& h);

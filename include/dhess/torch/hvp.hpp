@@ -75,7 +75,10 @@ class HvpEngine {
   // "batched (vmap, k=64)" or "one column per pass (reason)".
   std::string mode_description() const;
 
-  // H[:, j0:j1) into `panel` (column-major, leading dimension n).
+  // H[:, j0:j1) into `panel` (column-major, leading dimension n), from the row of the first
+  // parameter of each pass's columns on: H is symmetric, and the rows above (zero in `panel`) are
+  // its upper triangle, which symmetrize() mirrors from the lower. Skipping them lets autograd skip
+  // the earlier layers' second-order backward for the later layers' columns.
   void columns(int64_t j0, int64_t j1, double* panel);
   void columns(int64_t j0, int64_t j1, float* panel);
   // out = H·V for k column-major vectors (n×k) in float64.
