@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "dhess/core/collective.hpp"
@@ -17,9 +18,14 @@ AssemblyStats assemble(HvpEngine& engine, const ProcessGrid& grid, BlockCyclicMa
   const int64_t k = engine.panel_width();
   const int64_t p = grid.size();
   stats.panel_width = k;
+  // One panel for every round but a narrower last one: a fresh one each round was faulted in anew
+  // (n x p k entries), as long as the products themselves where later layers' columns are cheap.
+  std::optional<BlockCyclicMatrix<T>> round;
   for (int64_t c0 = 0; c0 < n; c0 += p * k) {
     const int64_t width = std::min(p * k, n - c0);
-    BlockCyclicMatrix<T> panel(grid.row_context(), n, width, static_cast<int>(n), static_cast<int>(k), 0);
+    if (!round || round->cols() != width)
+      round.emplace(grid.row_context(), n, width, static_cast<int>(n), static_cast<int>(k), 0);
+    BlockCyclicMatrix<T>& panel = *round;
     const int64_t j0 = std::min(n, c0 + grid.rank() * k), j1 = std::min(n, j0 + k);
     double t0 = MPI_Wtime();
     run_collectively(grid.comm(), [&] {
