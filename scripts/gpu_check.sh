@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The check on a lent GPU machine: build dhess against the machine's CUDA torch, prove that a run
 # lands on the GPU, print one benchmark line (the dense HVP phase of builtin:convnet:12, n = 23,365,
-# on the GPU against one CPU rank), and run the oracle tests on the GPU. The benchmark comes before
-# the tests so that it is in the log even when the tests run out of time.
+# on the GPU against one CPU rank), compile the product for the GPU (dhess compile --device cuda:
+# Triton kernels) and check a dense run with it against the eager one, and run the oracle tests on the
+# GPU. The benchmark comes before the tests so that it is in the log even when the tests run out of time.
 #
 #   bash scripts/gpu_check.sh        in the checkout's root, beside .gpu/ (scripts/gpu_debs.sh)
 #
@@ -251,6 +252,40 @@ print(line)
 EOF
 ) || fail "no benchmark line (see the runs above)"
 echo "$bench_line"
+
+# --- the compiled product on the GPU ----------------------------------------------------------------
+step compiled "dhess compile --device cuda (Triton kernels), the dense HVP of builtin:convnet:6 with --compiled"
+if [ "$gpu" = True ]; then
+  c=$work/compiled
+  rm -rf "$c" && mkdir -p "$c"
+  problem=(--model "$c/model.pt" --data "$c/data.pt" --loss cross_entropy --eigen none --save-hessian -q)
+  if "$dhess" export --model builtin:convnet:6 --model-out "$c/model.pt" --data-out "$c/data.pt" -q &&
+     "$dhess" compile --model "$c/model.pt" --data "$c/data.pt" --loss cross_entropy --width 64 \
+       --method reverse-over-reverse --device cuda --out "$c/packages" &&
+     "$dhess" "${problem[@]}" --out "$c/eager" &&
+     "$dhess" "${problem[@]}" --compiled "$c/packages" --out "$c/compiled"; then
+    cp "$c/packages/compile.json" "$out/compiled-compile.json"
+    cp "$c/compiled/summary.json" "$out/compiled-summary.json"
+    "$python" - "$c" <<'EOF' || fail "the compiled GPU product is not the eager one"
+import json, sys
+import h5py, numpy as np
+c = sys.argv[1]
+runs = {name: json.load(open(f"{c}/{name}/summary.json")) for name in ("eager", "compiled")}
+H = {name: h5py.File(f"{c}/{name}/hessian.h5", "r")["hessian"][:] for name in runs}
+difference = np.abs(H["compiled"] - H["eager"]).max() / np.abs(H["eager"]).max()
+mode = runs["compiled"]["hvp"]["mode"]
+print(f"compiled: {mode}")
+print(f"compiled: HVP phase {runs['compiled']['timings_seconds']['hvp']:.3f} s, eager "
+      f"{runs['eager']['timings_seconds']['hvp']:.3f} s; max relative difference {difference:.1e}")
+if not mode.startswith("compiled (AOTInductor") or difference > 1e-12:
+    sys.exit("compiled: expected the package in use and the eager H to 1e-12")
+EOF
+  else
+    fail "dhess compile --device cuda or the run with --compiled failed (see above)"
+  fi
+else
+  echo "compiled: NO GPU: the compiled GPU product is SKIPPED"
+fi
 
 # --- the oracle tests ----------------------------------------------------------------------------
 left=$((budget - (SECONDS - start) - 15))

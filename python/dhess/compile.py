@@ -12,9 +12,13 @@ the faster of those whose product equals plain autograd's is kept. The shapes ar
     python -m dhess.compile --model model.pt --data data.pt --loss cross_entropy --width 64 --out prod/
     dhess --model model.pt --data data.pt --compiled prod/ ...
 
+A package runs on the device it was compiled for (--device: a GPU, Triton kernels, where torch sees one,
+else the CPU, vectorized C++ -- as dhess's own --device auto): a run on the other kind takes the eager
+product and says why.
+
 Without --out the packages go to a cache (DHESS_CACHE, else ~/.cache/dhess) keyed by the model file's
-hash, the data's shapes, the loss, dtype, width, parameters, split and torch version; the directory is
-printed, and reused when it is there.
+hash, the data's shapes, the loss, dtype, device, width, parameters, split and torch version; the
+directory is printed, and reused when it is there.
 """
 import argparse
 import hashlib
@@ -58,14 +62,14 @@ def micro_batch_sizes(samples, ranks, batch_size):
 class Product:
     """The TorchScript model as a function of its selected parameters, and the loss dhess takes of it."""
 
-    def __init__(self, model_path, loss, dtype, params_regex, train_mode):
+    def __init__(self, model_path, loss, dtype, params_regex, train_mode, device="cpu"):
         # After its profiling runs TorchScript's executor differentiates its own rewritten graph, whose
         # nodes take detached inputs: a trace through it lost BatchNorm's dependence on its input and
         # weight (the product 0.5-1.0 off, relative, on the zoo's resblock). dhess runs the graph as
         # written (src/torch/problem.cpp), and so does the trace.
         torch._C._set_graph_executor_optimize(False)
-        self.arguments = (model_path, loss, params_regex, train_mode)
-        self.module = torch.jit.load(model_path, map_location="cpu").to(dtype)
+        self.arguments = (model_path, loss, params_regex, train_mode, device)
+        self.module = torch.jit.load(model_path, map_location=device).to(dtype)
         self.module.train(train_mode)
         self.loss = loss
         self.names, self.tensors = self._selected(params_regex)
@@ -89,8 +93,8 @@ class Product:
 
     def widened(self):
         """The same model in float64: the reference of a float32 product."""
-        model_path, loss, params_regex, train_mode = self.arguments
-        return Product(model_path, loss, torch.float64, params_regex, train_mode)
+        model_path, loss, params_regex, train_mode, device = self.arguments
+        return Product(model_path, loss, torch.float64, params_regex, train_mode, device)
 
     def set(self, tensors):
         for name, t in zip(self.names, tensors):
@@ -151,9 +155,9 @@ class Product:
         return [torch.zeros_like(t) if h is None else h for h, t in zip(hv, leaves)]
 
 
-def load_samples(path, loss, dtype):
-    """(inputs, targets) as dhess reads and converts them (src/torch/data.cpp)."""
-    data = torch.load(path, map_location="cpu")
+def load_samples(path, loss, dtype, device="cpu"):
+    """(inputs, targets) as dhess reads and converts them (src/torch/data.cpp), on `device`."""
+    data = torch.load(path, map_location=device)
     if isinstance(data, dict):
         inputs, targets = data["inputs"], data.get("targets")
     else:
@@ -189,10 +193,16 @@ def error_line(e):
 
 
 def fastest(run, repeats=3):
+    """The shortest of `repeats` calls, each waited for on a GPU (whose kernels run asynchronously)."""
+    def synchronize():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
     best = float("inf")
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         run()
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -246,10 +256,11 @@ def compile_for_size(product, samples_inputs, samples_targets, size, width, meth
     """The packages of one micro-batch size; keeps the faster exact method's as product-SIZE.pt2."""
     inputs = tuple(t[:size].contiguous() for t in samples_inputs)
     targets = None if samples_targets is None else samples_targets[:size].contiguous()
-    dtype = product.tensors[0].dtype
-    weight = torch.tensor(1.0, dtype=dtype)
+    dtype, device = product.tensors[0].dtype, product.tensors[0].device
+    weight = torch.tensor(1.0, dtype=dtype, device=device)
     generator = torch.Generator().manual_seed(0)
-    vectors = [torch.randn((width,) + tuple(t.shape), dtype=dtype, generator=generator) for t in product.tensors]
+    vectors = [torch.randn((width,) + tuple(t.shape), dtype=dtype, generator=generator).to(device)
+               for t in product.tensors]
     args = (product.tensors, inputs, targets, weight, vectors)
     metadata = dict(base_metadata, **{
         "dhess.inputs": json.dumps([describe(t) for t in inputs]),
@@ -303,16 +314,28 @@ def cache_root():
     return os.environ.get("DHESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dhess")
 
 
+def resolve_device(device):
+    """auto: the GPU where torch sees one (as dhess --device auto), else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DhessError(f"--device cuda: this torch ({torch.__version__}, CUDA {torch.version.cuda}) sees no GPU; "
+                         "compile on a GPU node, or --device cpu for CPU runs")
+    return device
+
+
 def compile_product(model, data, loss, *, width=64, dtype="float64", params=None, ranks=1, batch_size=None,
-                    train_mode=False, method="auto", out=None, force=False, threads=None, echo=print):
+                    train_mode=False, method="auto", out=None, force=False, threads=None, device="auto",
+                    echo=print):
     """Compiles the product for the micro-batches a run of `ranks` ranks makes; returns the directory
     that `dhess --compiled` takes (a cached one is reused)."""
     if threads:
         torch.set_num_threads(threads)
+    device = resolve_device(device)
     torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    inputs, targets = load_samples(data, loss, torch_dtype) if data else ((), None)
+    inputs, targets = load_samples(data, loss, torch_dtype, device) if data else ((), None)
     model_hash = file_hash(model)
-    options = {"loss": loss, "dtype": dtype, "width": width, "params": params, "ranks": ranks,
+    options = {"loss": loss, "dtype": dtype, "device": device, "width": width, "params": params, "ranks": ranks,
                "batch_size": batch_size, "train_mode": train_mode, "method": method}
     if out is None:
         out = os.path.join(cache_root(), "compiled", cache_key(model_hash, inputs, targets, options))
@@ -322,7 +345,7 @@ def compile_product(model, data, loss, *, width=64, dtype="float64", params=None
     elif os.path.exists(os.path.join(out, "compile.json")) and not force:
         raise DhessError(f"{out} already holds a compiled product (compile.json); give --force to replace it")
     os.makedirs(out, exist_ok=True)
-    product = Product(model, loss, torch_dtype, params, train_mode)
+    product = Product(model, loss, torch_dtype, params, train_mode, device)
     samples = inputs[0].shape[0] if inputs else 0
     sizes = micro_batch_sizes(samples, ranks, batch_size) if inputs else [0]
     base = {"dhess.format": FORMAT, "dhess.model_hash": model_hash, "dhess.loss": loss, "dhess.dtype": dtype,
@@ -369,6 +392,8 @@ def main(argv=None):
     ap.add_argument("--train-mode", action="store_true")
     ap.add_argument("--method", default="auto", choices=("auto",) + METHODS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads for compiling and timing")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where the package runs: cuda (Triton kernels), cpu, or auto: cuda where torch sees a GPU")
     ap.add_argument("--out", default=None, help="directory of the packages (default: the cache)")
     ap.add_argument("--force", action="store_true", help="replace a compiled product in --out")
     a = ap.parse_args(argv)
@@ -382,7 +407,7 @@ def main(argv=None):
     try:
         compile_product(a.model, a.data, a.loss, width=a.width, dtype=a.dtype, params=a.params, ranks=a.ranks,
                         batch_size=a.batch_size, train_mode=a.train_mode, method=a.method, out=a.out,
-                        force=a.force, threads=a.threads)
+                        force=a.force, threads=a.threads, device=a.device)
     except DhessError as e:
         print(f"dhess compile: error: {e}", file=sys.stderr)
         return 65

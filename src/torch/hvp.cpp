@@ -592,7 +592,9 @@ int64_t HvpEngine::panel_width() const { return impl_->panel; }
 std::string HvpEngine::mode_description() const {
   const Impl& e = *impl_;
   const std::string device = e.device_fit.empty() ? "" : "; " + e.device_fit;
-  if (e.compiled && e.compiled->packages() > 0)
+  // Every column of H by the eager product: the packages were timed and lost on every panel.
+  const bool outrun = e.eager_columns_taken >= e.n;
+  if (e.compiled && e.compiled->packages() > 0 && !outrun)
     return "compiled (AOTInductor, " + e.compiled->method() + ", " + std::to_string(e.compiled->width()) +
            " vectors per product, " + std::to_string(e.panel) + " columns per pass" +
            (e.compiled_note.empty() ? "" : "; " + e.compiled_note) +
@@ -600,7 +602,8 @@ std::string HvpEngine::mode_description() const {
                                             " Hessian columns by the eager product, faster for their panels"
                                       : "") +
            device + ")";
-  const std::string eager = e.compiled_note.empty() ? "" : "; eager: " + e.compiled_note;
+  std::string eager = e.compiled_note.empty() ? "" : "; eager: " + e.compiled_note;
+  if (outrun) eager = "; eager: faster than the compiled package on every panel of Hessian columns";
   if (e.batched) return "batched (vmap, " + std::to_string(e.panel) + " columns per pass" + eager + device + ")";
   return "one column per pass (" + e.reason + eager + device + ")";
 }

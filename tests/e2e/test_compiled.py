@@ -132,6 +132,11 @@ class CompiledProduct(unittest.TestCase):
         code, _, stderr = run_command([BIN, "compile", *PROBLEM, "--out", packages(1)])
         self.assertEqual(code, 65, stderr)
         self.assertIn("give --force to replace it", stderr)
+        if not torch.cuda.is_available():  # a package for a GPU is compiled on one
+            code, _, stderr = run_command([BIN, "compile", *PROBLEM, "--device", "cuda",
+                                           "--out", os.path.join(self.tmp.name, "gpu")])
+            self.assertEqual((code, stderr.count("\n")), (65, 1), stderr)
+            self.assertIn("sees no GPU", stderr)
 
 
 class TanhTwin(nn.Module):
