@@ -260,7 +260,7 @@ if [ "$gpu" = True ]; then
   rm -rf "$c" && mkdir -p "$c"
   problem=(--model "$c/model.pt" --data "$c/data.pt" --loss cross_entropy --eigen none --save-hessian -q)
   if "$dhess" export --model builtin:convnet:6 --model-out "$c/model.pt" --data-out "$c/data.pt" -q &&
-     "$dhess" compile --model "$c/model.pt" --data "$c/data.pt" --loss cross_entropy --width 64 \
+     timeout 240 "$dhess" compile --model "$c/model.pt" --data "$c/data.pt" --loss cross_entropy --width 64 \
        --method reverse-over-reverse --device cuda --out "$c/packages" &&
      "$dhess" "${problem[@]}" --out "$c/eager" &&
      "$dhess" "${problem[@]}" --compiled "$c/packages" --out "$c/compiled"; then
@@ -277,8 +277,10 @@ mode = runs["compiled"]["hvp"]["mode"]
 print(f"compiled: {mode}")
 print(f"compiled: HVP phase {runs['compiled']['timings_seconds']['hvp']:.3f} s, eager "
       f"{runs['eager']['timings_seconds']['hvp']:.3f} s; max relative difference {difference:.1e}")
-if not mode.startswith("compiled (AOTInductor") or difference > 1e-12:
-    sys.exit("compiled: expected the package in use and the eager H to 1e-12")
+# The package made columns, or was checked on its first product and then timed slower than the
+# eager product (which takes the lower triangle only) on every panel.
+if not (mode.startswith("compiled (AOTInductor") or "faster than the compiled package" in mode) or difference > 1e-12:
+    sys.exit("compiled: expected the package loaded and checked, and the eager H to 1e-12")
 EOF
   else
     fail "dhess compile --device cuda or the run with --compiled failed (see above)"

@@ -315,7 +315,9 @@ def cache_root():
 
 
 def resolve_device(device):
-    """auto: the GPU where torch sees one (as dhess --device auto), else the CPU."""
+    """auto: the GPU where torch sees one (as dhess --device auto), else the CPU; cuda:N is cuda (a
+    package runs on whichever GPU a rank has)."""
+    device = "cuda" if device.startswith("cuda") else device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

@@ -106,7 +106,7 @@ def _compile(files, loss, flags, compiled, progress):
         named["--model"], named.get("--data", ""), loss, width=int(value("--panel", compiled["width"])),
         dtype=value("--dtype", "float64"), params=value("--params"), ranks=compiled["ranks"],
         batch_size=int(batch_size) if batch_size else None, train_mode="--train-mode" in flags,
-        echo=print if progress else (lambda *_: None))
+        device=value("--device", "auto"), echo=print if progress else (lambda *_: None))
 
 
 def _export(model, inputs, targets, loss, folder, train_mode):

@@ -30,11 +30,11 @@ std::vector<std::size_t> timing_order(const ParameterLayout& layout) {
 }
 
 // Hessian columns per second on one rank. A column costs what differentiating from its parameter
-// on costs (HvpEngine::columns), more for the earlier layers: a panel from the first column of
-// each parameter in timing_order() is timed, for half a second at least (one small panel's time
-// varied by 50% between runs) after a first panel that builds the graph and checks the batched
-// path, and a parameter not timed takes the rate of the nearest one timed before it. The slowest
-// rank's rate.
+// on costs (HvpEngine::columns), more for the earlier layers: panels from the first column of each
+// parameter in timing_order() are timed in turn, for half a second (one small panel's time varied
+// by 50% between runs) or four rounds, after a first panel that builds the graph and checks the
+// batched path; a parameter not timed takes the rate of the nearest one timed before it. The
+// slowest rank's rate.
 double hvp_rate(const RunOptions& o, const Rank& r, DenseSetup& s) {
   const int64_t k = std::min<int64_t>(s.n, std::max<int64_t>(s.engine->panel_width(), 8));
   const auto& params = s.loaded.problem->layout().parameters();
@@ -51,17 +51,19 @@ double hvp_rate(const RunOptions& o, const Rank& r, DenseSetup& s) {
       return MPI_Wtime() - t;
     };
     seconds_of(0);
-    std::vector<double> per_column(params.size(), 0);  // 0: not timed
+    std::vector<double> spent(params.size(), 0), panels(params.size(), 0);
     const double start = MPI_Wtime();
     const auto order = timing_order(s.loaded.problem->layout());
-    for (std::size_t t = 0; t < order.size() && (t < 2 || MPI_Wtime() - start < 0.5); ++t) {
-      const std::size_t p = order[t];
-      per_column[p] = seconds_of(std::min(params[p].offset, s.n - k)) / static_cast<double>(k);
+    const std::size_t most = std::max<std::size_t>(2, 4 * order.size());  // each parameter up to 4 times
+    for (std::size_t t = 0; t < most && (t < 2 || MPI_Wtime() - start < 0.5); ++t) {
+      const std::size_t p = order[t % order.size()];
+      spent[p] += seconds_of(std::min(params[p].offset, s.n - k));
+      panels[p] += 1;
     }
-    double seconds = 0, last = per_column[0];
+    double seconds = 0, last = spent[0] / std::max(panels[0], 1.0);
     for (std::size_t p = 0; p < params.size(); ++p) {
-      if (per_column[p] > 0) last = per_column[p];
-      seconds += last * static_cast<double>(params[p].size);
+      if (panels[p] > 0) last = spent[p] / panels[p];
+      seconds += last / static_cast<double>(k) * static_cast<double>(params[p].size);
     }
     rate = static_cast<double>(s.n) / std::max(seconds, 1e-9);
   });

@@ -277,11 +277,11 @@ struct HvpEngine::Impl {
       use_compiled = !eager;
       const auto r = product(unit_panel(s, k), k, nullptr, span);
       use_compiled = true;
+      scatter(r, k, out.narrow(0, s - j0, k));  // into host memory: on a GPU, waits for the product
       if (eager && compiled) eager_columns_taken += k;
       double& timed = eager ? eager_per_column[span.rows_from] : compiled_per_column;
       if (compiled && warm && timed <= 0)
         timed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / k;
-      scatter(r, k, out.narrow(0, s - j0, k));
     }
   }
 
@@ -593,8 +593,9 @@ std::string HvpEngine::mode_description() const {
   const Impl& e = *impl_;
   const std::string device = e.device_fit.empty() ? "" : "; " + e.device_fit;
   // Every column of H by the eager product: the packages were timed and lost on every panel.
-  const bool outrun = e.eager_columns_taken >= e.n;
-  if (e.compiled && e.compiled->packages() > 0 && !outrun)
+  const bool packaged = e.compiled && e.compiled->packages() > 0;
+  const bool outrun = packaged && e.eager_columns_taken >= e.n;
+  if (packaged && !outrun)
     return "compiled (AOTInductor, " + e.compiled->method() + ", " + std::to_string(e.compiled->width()) +
            " vectors per product, " + std::to_string(e.panel) + " columns per pass" +
            (e.compiled_note.empty() ? "" : "; " + e.compiled_note) +

@@ -163,12 +163,14 @@ class ConvNetHessian(unittest.TestCase):
         model, x, y, _ = convnet_problem()
         with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"DHESS_CACHE": cache}):
             with dhess.hessian(model, x, y, compiled=True, progress=False) as r:
-                self.assertIn("compiled (AOTInductor", r.summary["hvp"]["mode"])
+                # The package runs, or was timed against the eager product and lost every panel of columns.
+                self.assertRegex(r.summary["hvp"]["mode"], r"compiled \(AOTInductor|faster than the compiled package")
                 self.assertLessEqual(np.abs(r.hessian() - self.H).max() / np.abs(self.H).max(), 1e-10)
             (key,) = os.listdir(os.path.join(cache, "compiled"))
             echoed = io.StringIO()
             with contextlib.redirect_stdout(echoed), dhess.hessian(model, x, y, compiled=True) as r:
-                self.assertIn("compiled (AOTInductor", r.summary["hvp"]["mode"])
+                # The package runs, or was timed against the eager product and lost every panel of columns.
+                self.assertRegex(r.summary["hvp"]["mode"], r"compiled \(AOTInductor|faster than the compiled package")
             self.assertIn(f"dhess compile: cached {os.path.join(cache, 'compiled', key)}", echoed.getvalue())
 
     def test_eigenvalues_are_those_of_the_oracle_ascending(self):
